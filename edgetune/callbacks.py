@@ -1,0 +1,104 @@
+"""Trainer callbacks that turn TRL/transformers training into edgetune events, and stop cleanly on Ctrl-C."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from transformers import TrainerCallback
+
+from edgetune.events import CheckpointSaved, EvalDone, TrainStep
+
+
+def memory_mb() -> float | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        return None
+
+
+class EventCallback(TrainerCallback):
+    """Emit a TrainStep per log line (loss, lr, grad norm, tokens/s, memory, ETA) and checkpoint events."""
+
+    def __init__(self, sink, start_step: int = 0):
+        self.sink = sink
+        self.start_step = start_step
+        self.t0 = None
+        self.tokens0 = 0
+        self.last_ckpt = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = time.perf_counter()
+        self.start_step = state.global_step
+        self.tokens0 = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        if any(k.startswith("eval_") for k in logs):
+            self.sink(EvalDone(step=state.global_step, metrics={k: v for k, v in logs.items() if k.startswith("eval_")}))
+            return
+        if "loss" not in logs:
+            return  # the end-of-training summary line
+        elapsed = time.perf_counter() - (self.t0 or time.perf_counter())
+        done = state.global_step - self.start_step
+        rate = done / elapsed if elapsed > 0 and done > 0 else None
+        tokens = (state.num_input_tokens_seen or 0) - self.tokens0
+        extra = {k: v for k, v in logs.items() if k not in ("loss", "learning_rate", "grad_norm", "epoch")
+                 and isinstance(v, (int, float))}
+        self.sink(TrainStep(
+            step=state.global_step, max_steps=state.max_steps, loss=_f(logs.get("loss")),
+            learning_rate=_f(logs.get("learning_rate")), grad_norm=_f(logs.get("grad_norm")),
+            tokens_per_s=tokens / elapsed if elapsed > 0 and tokens else None, memory_mb=memory_mb(),
+            eta_s=(state.max_steps - state.global_step) / rate if rate else None, epoch=_f(logs.get("epoch")),
+            extra=extra))
+
+    def on_save(self, args, state, control, **kw):
+        from pathlib import Path
+
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.sink(CheckpointSaved(step=state.global_step, path=str(path), reason="interval"))
+
+
+def _f(x):
+    return float(x) if isinstance(x, (int, float)) else None
+
+
+class StopOnSignal(TrainerCallback):
+    """First Ctrl-C: finish the current step, write a checkpoint, stop. A second Ctrl-C aborts at once.
+
+    Also stoppable programmatically (`request_stop()`), which is how the TUI's Stop button works.
+    """
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self._previous = None
+
+    def request_stop(self):
+        self.stop.set()
+
+    def _handler(self, signum, frame):
+        if self.stop.is_set():
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self):
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop.is_set():
+            control.should_save = True
+            control.should_training_stop = True
+        return control

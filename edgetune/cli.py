@@ -1,0 +1,185 @@
+"""The `edgetune` command line: one thin function per command over the headless core.
+
+User errors (EdgetuneError) print a titled message without a traceback and exit 1 (130 after Ctrl-C).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgetune.config import field_help as H
+from edgetune.errors import EdgetuneError, Interrupted
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
+                  help="Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline.")
+
+
+def _overrides(**flags) -> dict:
+    """CLI flags -> a nested partial config; flags left unset (None) do not override anything."""
+    out: dict = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition("__")
+        if name:
+            out.setdefault(section, {})[name] = value
+        else:
+            out[section] = value
+    return out
+
+
+def _sink():
+    from edgetune.console import RichSink
+
+    return RichSink()
+
+
+@app.command()
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=H("model.ref")),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=H("data.path")),
+    method: Optional[str] = typer.Option(None, "--method", help=H("method.name")),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help=H("train.max_steps")),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=H("run_dir")),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file (a resolved config.toml from a run works too)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help=H("profile")),
+    engine: Optional[str] = typer.Option(None, "--engine", help=H("train.engine")),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help=H("train.learning_rate")),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("train.batch_size")),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=H("train.grad_accum")),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help=H("train.max_length")),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help=H("train.save_steps")),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help=H("lora.r")),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help=H("lora.alpha")),
+    load_in_4bit: Optional[bool] = typer.Option(None, "--4bit/--no-4bit", help=H("model.load_in_4bit")),
+    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help=H("train.packing")),
+    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=H("model.trust_remote_code")),
+    name: Optional[str] = typer.Option(None, "--name", help=H("name")),
+):
+    """Fine-tune a model (SFT with LoRA/QLoRA) into a run directory."""
+    from edgetune import config as C
+    from edgetune import runs
+    from edgetune.hardware import detect_profile
+    from edgetune.events import Fanout, MetricsFile
+    from edgetune.train import train as run_train
+
+    if resume and run_dir is None:
+        raise EdgetuneError("--resume needs --run-dir", hint="pass the run directory to continue", title="Missing option")
+    if resume and config is None and (run_dir / runs.CONFIG).is_file():
+        config = run_dir / runs.CONFIG  # the resolved config of the run being continued
+    flags = _overrides(model__ref=model, data__path=data, method__name=method, train__max_steps=max_steps,
+                       train__engine=engine, train__learning_rate=learning_rate, train__batch_size=batch_size,
+                       train__grad_accum=grad_accum, train__max_length=max_length, train__save_steps=save_steps,
+                       lora__r=lora_r, lora__alpha=lora_alpha, model__load_in_4bit=load_in_4bit,
+                       train__packing=packing, model__trust_remote_code=trust_remote_code, name=name,
+                       run_dir=str(run_dir) if run_dir else None)
+    cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
+    if not cfg.run_dir:
+        cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        cfg.run_dir = str(runs.default_run_dir(cfg.name))
+    cfg.name = cfg.name or Path(cfg.run_dir).name
+    sink = _sink()
+    try:
+        result = run_train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name)), resume=resume)
+    finally:
+        sink.close()
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
+    typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {loss}; adapter: {result.adapter_dir}")
+    typer.echo(f"next: edgetune merge {result.run_dir}")
+
+
+@app.command()
+def validate(
+    data: str = typer.Option(..., "--data", "-d", help=H("data.path")),
+    model: str = typer.Option("default", "--model", "-m", help="Model whose tokenizer and chat template are used."),
+    method: str = typer.Option("sft", "--method", help=H("method.name")),
+    data_format: str = typer.Option("auto", "--format", help=H("data.format")),
+    max_length: int = typer.Option(1024, "--max-length", help=H("train.max_length")),
+    chat_template: str = typer.Option("", "--chat-template", help=H("model.chat_template")),
+):
+    """Check a dataset: format, valid examples, token lengths, masked fraction and every problem."""
+    from edgetune.validate import run_validate
+
+    ok = run_validate(data, model, method, data_format, max_length, chat_template, _sink())
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def merge(run_dir: Path = typer.Argument(..., help="Run directory with adapter/ (from `edgetune train`).")):
+    """Dequantize the base to 16-bit, merge the LoRA adapter, save RUN_DIR/merged."""
+    from edgetune.merge import merge as run_merge
+
+    sink = _sink()
+    try:
+        result = run_merge(run_dir, sink)
+    finally:
+        sink.close()
+    typer.echo(f"merged: {result.merged_dir} ({result.dtype}); max logit diff vs base+adapter {result.max_logit_diff:.4f}")
+
+
+@app.command()
+def chat(
+    model: str = typer.Argument(..., help="A run directory, a merged HF directory, or a .gguf file."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp"),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),
+):
+    """Chat with a model offline; with piped stdin, one reply per input line."""
+    from edgetune.chat import chat_loop, open_chat
+
+    session = open_chat(model, backend=backend, system=system, max_tokens=max_tokens, temperature=temperature)
+    chat_loop(session, prompt=prompt)
+
+
+@app.command()
+def doctor():
+    """Show what this machine offers: torch, CUDA, unsloth, bitsandbytes, the llama.cpp binding, disk."""
+    from edgetune.doctor import report
+
+    ok = report()
+    raise typer.Exit(0 if ok else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    if not argv or argv[0] not in ("--help", "-h"):
+        from edgetune.console import quiet_libraries
+
+        quiet_libraries()
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="edgetune")
+        return rv if isinstance(rv, int) else 0
+    except Interrupted as e:
+        from edgetune.console import render_error
+
+        render_error(e)
+        return 130
+    except EdgetuneError as e:
+        from edgetune.console import render_error
+
+        render_error(e)
+        return 1
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("aborted\n")
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,322 @@
+"""Typed run configuration: one dataclass per stage, defaults defined once here.
+
+Each field's one-line doc (metadata "help") feeds `--help`. Layering, lowest first:
+defaults < hardware profile (profiles/*.toml) < config file (-c) < CLI flags. Validation collects every problem
+before raising, naming the field (e.g. `train.max_steps`) and what to set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from edgetune.errors import ConfigError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, factory: bool = False):
+    """A config field with a one-line doc and optional allowed values."""
+    meta = {"help": help, "choices": choices}
+    if factory:
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+METHODS = ("sft",)
+ENGINES = ("auto", "unsloth", "hf")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion")
+
+
+@dataclass
+class ModelConfig:
+    ref: str = opt("default", "Model: a Hugging Face hub id, a local HF directory, a .gguf file, or `default` (SmolLM2-135M-Instruct, shipped offline).")
+    revision: str = opt("", "Hub revision (branch, tag or commit) when `ref` is a hub id; empty = main.")
+    trust_remote_code: bool = opt(False, "Run model code from the hub repo. Off unless you trust the repo.")
+    load_in_4bit: bool = opt(True, "Load the base in 4-bit NF4 (QLoRA). Off = 16/32-bit LoRA.")
+    chat_template: str = opt("", "Path to a Jinja chat template overriding the tokenizer's (for base models without one).")
+
+
+@dataclass
+class DataConfig:
+    path: str = opt("", "Training data: .jsonl/.json/.csv/.parquet file or a hub dataset id.")
+    format: str = opt("auto", "Row format; `auto` detects messages / sharegpt / alpaca / prompt_completion.", DATA_FORMATS)
+    split: str = opt("train", "Split to read when `path` is a hub dataset id.")
+    system_prompt: str = opt("", "System message prepended to every conversation that has none.")
+    eval_fraction: float = opt(0.0, "Fraction of examples held out for evaluation (0 = none).")
+    max_examples: int = opt(0, "Use at most this many examples (0 = all).")
+
+
+@dataclass
+class MethodConfig:
+    name: str = opt("sft", "Training method.", METHODS)
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(16, "LoRA rank.")
+    alpha: int = opt(32, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
+    dropout: float = opt(0.0, "LoRA dropout.")
+    target_modules: list[str] = opt(ALL_LINEAR, "Module names that get adapters (default: every linear layer of the block).", factory=True)
+    use_rslora: bool = opt(False, "Rank-stabilised LoRA scaling.")
+    use_dora: bool = opt(False, "Weight-decomposed LoRA (DoRA); slower.")
+
+
+@dataclass
+class TrainConfig:
+    engine: str = opt("auto", "Training engine: `unsloth` (CUDA + unsloth installed), `hf` (transformers+PEFT+bitsandbytes), or `auto`.", ENGINES)
+    max_steps: int = opt(60, "Optimizer steps to run (0 = use `epochs`).")
+    epochs: float = opt(1.0, "Passes over the data when `max_steps` is 0.")
+    learning_rate: float = opt(2e-4, "Peak learning rate.")
+    lr_scheduler: str = opt("cosine", "Learning-rate schedule (any transformers scheduler name).")
+    warmup_steps: int = opt(5, "Linear warm-up steps.")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    batch_size: int = opt(4, "Examples per device step.")
+    grad_accum: int = opt(1, "Gradient accumulation steps (effective batch = batch_size x grad_accum).")
+    max_length: int = opt(1024, "Longest tokenized example; longer ones are truncated.")
+    packing: bool = opt(False, "Pack several short examples into one sequence.")
+    gradient_checkpointing: bool = opt(True, "Recompute activations to save memory (slower, much less VRAM).")
+    precision: str = opt("auto", "Compute precision: bf16 where the GPU supports it, else fp16; fp32 on CPU.", PRECISIONS)
+    optimizer: str = opt("auto", "Optimizer: `auto` = paged 8-bit AdamW on CUDA, AdamW on CPU; or any transformers optim name.")
+    seed: int = opt(42, "Random seed.")
+    save_steps: int = opt(20, "Write a resumable checkpoint every N steps.")
+    save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
+    logging_steps: int = opt(1, "Emit a progress event every N steps.")
+
+
+@dataclass
+class ExportConfig:
+    gguf: list[str] = opt(["q4_k_m"], "GGUF types to export (f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_k_s, q3_k_m, q2_k).", factory=True)
+    merge_dtype: str = opt("auto", "Dtype of the merged checkpoint: `auto` (bf16 if the base was bf16, else fp16), fp16, bf16, fp32.", ("auto", "fp16", "bf16", "fp32"))
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig, "export": ExportConfig}
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("", "Run name (default: the run directory's name).")
+    run_dir: str = opt("", "Directory that holds everything this run writes (default: runs/<name>).")
+    profile: str = opt("", "Hardware profile from profiles/ (cpu, gpu-6gb, gpu-8gb, ...); empty = detect.")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: Path) -> None:
+        from edgetune.runs import atomic_write_text
+
+        atomic_write_text(Path(path), "# Resolved edgetune config. Reproduce: edgetune train -c THIS_FILE\n" + self.to_toml())
+
+
+# --- field lookup (for --help and error messages) -------------------------------------------------------------
+
+def _section_fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(cls) if f.name not in SECTIONS}
+
+
+def field_help(dotted: str) -> str:
+    """The one-line doc of `section.field` (or a top-level field), for CLI --help."""
+    section, _, name = dotted.rpartition(".")
+    cls = SECTIONS[section] if section else RunConfig
+    f = _section_fields(cls)[name]
+    text = f.metadata["help"]
+    if f.metadata.get("choices"):
+        text += f" [{'|'.join(f.metadata['choices'])}]"
+    return text
+
+
+# --- merging partial dicts into a config, with type checks -----------------------------------------------------
+
+def _check_type(value: Any, hint: Any) -> Any | None:
+    """Return the value coerced to `hint`, or None when it does not fit."""
+    origin = get_origin(hint)
+    if origin is list:
+        (inner,) = get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            return None
+        out = [_check_type(v, inner) for v in value]
+        return None if any(v is None for v in out) else out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        return None
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if hint is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if hint is str:
+        return value if isinstance(value, str) else None
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def apply_overrides(cfg: RunConfig, data: dict, source: str, problems: list[str]) -> None:
+    """Merge a partial nested dict (from TOML, a profile or CLI flags) into `cfg`, recording problems."""
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                problems.append(f"{source}: `{key}` must be a table ([{key}])")
+                continue
+            target, cls, prefix = getattr(cfg, key), SECTIONS[key], f"{key}."
+            _apply_section(target, cls, value, prefix, source, problems)
+        else:
+            _apply_section(cfg, RunConfig, {key: value}, "", source, problems)
+
+
+def _apply_section(target, cls, values: dict, prefix: str, source: str, problems: list[str]) -> None:
+    known = _section_fields(cls)
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        if name not in known:
+            guess = difflib.get_close_matches(name, list(known) + [n for n in _ALIASES], n=1)
+            fix = _ALIASES.get(guess[0], guess[0]) if guess else ""
+            tip = f" (did you mean `{prefix}{fix}`?)" if fix else f" (known: {', '.join(sorted(known))})"
+            problems.append(f"{source}: unknown field `{prefix}{name}`{tip}")
+            continue
+        coerced = _check_type(value, hints[name])
+        if coerced is None:
+            problems.append(f"{source}: `{prefix}{name}` must be {_type_name(hints[name])}, got {value!r}")
+            continue
+        setattr(target, name, coerced)
+
+
+# Common spellings from other tools, mapped to ours so the error can say what to write instead.
+_ALIASES = {"max_seq_length": "max_length", "num_train_epochs": "epochs", "lora_r": "r", "lora_alpha": "alpha",
+            "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum"}
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    """Check values (not just types); raise one ConfigError that lists every problem."""
+    p: list[str] = []
+    for sec_name, cls in SECTIONS.items():
+        section = getattr(cfg, sec_name)
+        for f in fields(cls):
+            choices = f.metadata.get("choices")
+            if choices and getattr(section, f.name) not in choices:
+                p.append(f"`{sec_name}.{f.name}` = {getattr(section, f.name)!r}; set one of: {', '.join(choices)}")
+    t, lora = cfg.train, cfg.lora
+    if not cfg.data.path:
+        p.append("`data.path` is empty; set --data PATH (a .jsonl/.json/.csv/.parquet file or hub dataset id)")
+    if not cfg.model.ref:
+        p.append("`model.ref` is empty; set --model (hub id, local dir, .gguf file or `default`)")
+    if t.max_steps < 0:
+        p.append(f"`train.max_steps` = {t.max_steps}; set 0 (use epochs) or a positive number")
+    if t.max_steps == 0 and t.epochs <= 0:
+        p.append("`train.epochs` must be > 0 when `train.max_steps` is 0")
+    for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
+        if getattr(t, name) < 1:
+            p.append(f"`train.{name}` = {getattr(t, name)}; set a positive integer")
+    if not 0 < t.learning_rate < 1:
+        p.append(f"`train.learning_rate` = {t.learning_rate}; typical LoRA values are 1e-5 .. 5e-4")
+    if t.warmup_steps < 0:
+        p.append("`train.warmup_steps` must be >= 0")
+    if lora.r < 1:
+        p.append(f"`lora.r` = {lora.r}; set a positive rank such as 8, 16 or 32")
+    if lora.alpha < 1:
+        p.append(f"`lora.alpha` = {lora.alpha}; set a positive value (commonly 2 x r)")
+    if not 0 <= lora.dropout < 1:
+        p.append(f"`lora.dropout` = {lora.dropout}; set a value in [0, 1)")
+    if not lora.target_modules:
+        p.append("`lora.target_modules` is empty; list module names such as q_proj, v_proj")
+    if not 0 <= cfg.data.eval_fraction < 1:
+        p.append(f"`data.eval_fraction` = {cfg.data.eval_fraction}; set a value in [0, 1)")
+    if cfg.data.max_examples < 0:
+        p.append("`data.max_examples` must be >= 0")
+    if cfg.profile and cfg.profile not in list_profiles():
+        p.append(f"`profile` = {cfg.profile!r}; set one of: {', '.join(list_profiles())}")
+    from edgetune.export.types import GGUF_TYPES
+
+    for q in cfg.export.gguf:
+        if q.lower() not in GGUF_TYPES and q.lower() != "auto":
+            p.append(f"`export.gguf` has {q!r}; set any of: {', '.join(GGUF_TYPES)}, auto")
+    if p:
+        raise ConfigError(p, hint="fix the listed fields in the config file or pass the matching --flags", source=source)
+
+
+# --- profiles and files ---------------------------------------------------------------------------------------
+
+def list_profiles() -> list[str]:
+    root = resources.files("edgetune.profiles")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> dict:
+    """A profile is a partial override (same tables as a config file)."""
+    if name not in list_profiles():
+        raise ConfigError([f"unknown profile {name!r}; set one of: {', '.join(list_profiles())}"])
+    text = resources.files("edgetune.profiles").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def read_toml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"], hint="pass an existing TOML file to -c/--config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: {e}"], hint="fix the TOML syntax at the line shown") from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"], hint="save the config file as UTF-8") from None
+
+
+def resolve(config_file: Path | None = None, overrides: dict | None = None, profile: str | None = None,
+            detect_profile=None, check: bool = True) -> RunConfig:
+    """Build the full config: defaults < profile < file < overrides. `detect_profile()` names one when none is set."""
+    cfg = RunConfig()
+    problems: list[str] = []
+    file_data = read_toml(config_file) if config_file else {}
+    overrides = overrides or {}
+    name = profile or overrides.get("profile") or file_data.get("profile") or ""
+    if not name and detect_profile is not None:
+        name = detect_profile()
+    if name:
+        if name not in list_profiles():
+            problems.append(f"`profile` = {name!r}; set one of: {', '.join(list_profiles())}")
+        else:
+            apply_overrides(cfg, load_profile(name), f"profile {name}", problems)
+    if file_data:
+        apply_overrides(cfg, file_data, str(config_file), problems)
+    apply_overrides(cfg, overrides, "command line", problems)
+    if name:
+        cfg.profile = name
+    if problems:
+        raise ConfigError(problems, hint="fix the listed fields")
+    if check:
+        validate(cfg, str(config_file) if config_file else "config")
+    return cfg
+
+
+def from_dict(data: dict, source: str = "config") -> RunConfig:
+    cfg, problems = RunConfig(), []
+    apply_overrides(cfg, data, source, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

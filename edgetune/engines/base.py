@@ -1,0 +1,84 @@
+"""The engine protocol, precision choice and engine selection."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edgetune.config import RunConfig
+from edgetune.errors import ConfigError, HardwareError
+from edgetune.hardware import Hardware
+from edgetune.models import ResolvedModel
+
+
+@dataclass
+class Precision:
+    name: str  # fp32 | bf16 | fp16
+    device: str  # cuda | cpu
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
+
+    @property
+    def nbytes(self) -> int:
+        return 4 if self.name == "fp32" else 2
+
+
+def choose_precision(requested: str, hw: Hardware) -> Precision:
+    """auto: bf16 where the GPU has it, else fp16 on CUDA; fp32 on CPU (bf16 is ~16x slower without AVX512-bf16)."""
+    if requested == "auto":
+        if hw.device == "cuda":
+            return Precision("bf16" if hw.bf16 else "fp16", "cuda")
+        return Precision("fp32", "cpu")
+    if hw.device == "cpu" and requested == "fp16":
+        raise ConfigError(["`train.precision` = 'fp16' is not supported for CPU training; set fp32 (or auto)"])
+    if hw.device == "cuda" and requested == "bf16" and not hw.bf16:
+        raise ConfigError([f"`train.precision` = 'bf16' but {hw.gpu_name} has no bf16; set fp16 (or auto)"])
+    return Precision(requested, hw.device)
+
+
+class Engine(Protocol):
+    name: str
+
+    def load_tokenizer(self, model: ResolvedModel, cfg: RunConfig) -> Any:
+        """The tokenizer only (cheap), so data can be validated before the model loads."""
+
+    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision) -> tuple[Any, Any]:
+        """Base model with LoRA adapters attached (and 4-bit base when configured), plus tokenizer."""
+
+    def load_base(self, model: ResolvedModel, cfg: RunConfig, precision: Precision) -> Any:
+        """The base model exactly as training saw it (4-bit when configured), without adapters."""
+
+
+def unsloth_available() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
+    """auto: Unsloth when CUDA and unsloth are present and the config is one it supports; else the HF engine."""
+    if name == "unsloth":
+        if hw.device != "cuda":
+            raise HardwareError("the Unsloth engine needs an NVIDIA GPU with CUDA; none was found",
+                                hint="use --engine hf (or auto) on this machine")
+        if not unsloth_available():
+            raise HardwareError("--engine unsloth but unsloth is not installed",
+                                hint='pip install "edgetune[unsloth]", or use --engine hf')
+        from edgetune.engines.unsloth import UnslothEngine
+
+        return UnslothEngine()
+    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora:
+        from edgetune.engines.unsloth import UnslothEngine
+
+        return UnslothEngine()
+    from edgetune.engines.hf import HFEngine
+
+    return HFEngine()
+
+
+def lora_kwargs(cfg: RunConfig) -> dict:
+    lc = cfg.lora
+    return dict(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+                use_rslora=lc.use_rslora, bias="none")

@@ -1,0 +1,83 @@
+"""transformers + PEFT (+ bitsandbytes 4-bit NF4) engine: runs on CUDA and on CPU."""
+from __future__ import annotations
+
+from edgetune.config import RunConfig
+from edgetune.engines.base import Precision, lora_kwargs
+from edgetune.errors import ConfigError
+from edgetune.models import ResolvedModel, load_error
+
+
+class HFEngine:
+    name = "hf"
+
+    def load_tokenizer(self, model: ResolvedModel, cfg: RunConfig):
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(model.path, revision=model.revision,
+                                                trust_remote_code=cfg.model.trust_remote_code)
+        except Exception as e:
+            raise load_error(model.ref, e) from None
+        if tok.pad_token is None:  # padding must not be EOS, or the collator would hide EOS from the loss
+            tok.pad_token = tok.unk_token or tok.eos_token
+        return tok
+
+    def load_base(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        kwargs = dict(revision=model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                      use_safetensors=True, dtype=precision.torch_dtype,
+                      device_map={"": 0} if precision.device == "cuda" else "cpu")
+        if cfg.model.load_in_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=precision.torch_dtype)
+        try:
+            base = AutoModelForCausalLM.from_pretrained(model.path, **kwargs)
+        except Exception as e:
+            raise load_error(model.ref, e) from None
+        if cfg.model.load_in_4bit and precision.device == "cpu":
+            keep_canonical_4bit(base)
+        return base
+
+    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        tok = self.load_tokenizer(model, cfg)
+        base = self.load_base(model, cfg, precision)
+        gc = cfg.train.gradient_checkpointing
+        if cfg.model.load_in_4bit:
+            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=gc,
+                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif gc:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
+        missing = missing_targets(base, cfg.lora.target_modules)
+        if missing:
+            raise ConfigError([f"`lora.target_modules` names {', '.join(missing)}, which {model.name} does not have; "
+                               f"its linear layers are: {', '.join(linear_names(base))}"])
+        peft_cfg = LoraConfig(task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora, **lora_kwargs(cfg))
+        return get_peft_model(base, peft_cfg), tok
+
+
+def linear_names(model) -> list[str]:
+    import torch
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
+    return sorted(names - {"lm_head"})
+
+
+def missing_targets(model, targets) -> list[str]:
+    have = set(linear_names(model))
+    return [t for t in targets if t not in have]
+
+
+def keep_canonical_4bit(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its AVX512-bf16 CPU kernel on the first no-grad forward.
+
+    That repack rewrites the weights in place (bf16 scales), so eval numerics differ from training's and a later
+    dequantize reads a different layout (logits moved by up to 0.6 on a test model). Training never uses it.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -1,0 +1,1 @@
+"""Training methods: each builds a TRL trainer from the resolved config."""

@@ -1,0 +1,161 @@
+"""The train stage: plan (data, memory), load through an engine, run the method's TRL trainer, save the adapter.
+
+Everything lands in the run directory; Ctrl-C writes a checkpoint and `resume=True` continues from it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune import runs
+from edgetune.config import RunConfig
+from edgetune.errors import Interrupted, RunDirError, TrainError
+from edgetune.events import CheckpointSaved, Note, StageFinished, StageStarted, TrainStarted, null_sink
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    final_loss: float | None
+    seconds: float
+
+
+def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
+    """Print the memory estimate; on CUDA shrink the batch (keeping the effective batch) to fit the card."""
+    from transformers import AutoConfig
+
+    from edgetune.memory import ModelShape, estimate, fit_batch
+
+    try:
+        shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code))
+    except Exception as e:  # an estimate must never block training
+        sink(Note(f"memory estimate unavailable ({type(e).__name__})", "warning"))
+        return
+    t = cfg.train
+
+    def make(batch):
+        return estimate(shape, r=cfg.lora.r, n_targets=len(cfg.lora.target_modules), batch=batch, seq=t.max_length,
+                        load_in_4bit=cfg.model.load_in_4bit, checkpointing=t.gradient_checkpointing,
+                        compute_bytes=precision.nbytes, device=hw.device, eight_bit_optim=hw.device == "cuda")
+
+    budget = hw.vram_gb * 0.92 if hw.device == "cuda" else hw.ram_gb * 0.8
+    batch, accum, est = fit_batch(make, t.batch_size, t.grad_accum, budget)
+    if batch != t.batch_size:
+        sink(Note(f"batch {t.batch_size} x accumulation {t.grad_accum} does not fit {budget:.1f} GB; "
+                  f"using batch {batch} x accumulation {accum} (same effective batch)", "warning"))
+        t.batch_size, t.grad_accum = batch, accum
+    sink(Note(f"{shape.n_params / 1e6:,.1f}M parameters; {est.describe()}"))
+    if est.total_gb > budget:
+        sink(Note(f"the estimate exceeds the {budget:.1f} GB budget even at batch 1: lower train.max_length, "
+                  "enable model.load_in_4bit and train.gradient_checkpointing, or use a smaller model", "warning"))
+
+
+def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
+    """Tokenize and mask the dataset, write data_report.json, and split off an eval set if asked."""
+    from edgetune.data import build_dataset, ensure_chat_template
+
+    ensure_chat_template(tokenizer, cfg.model.chat_template)
+    ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
+    runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
+    sink(Note(f"data: {report.n_valid} examples ({report.format}), {report.n_rejected} rejected, "
+              f"masked fraction {report.masked_fraction:.2f}"))
+    for p in report.problems[:5]:
+        sink(Note(f"skipped {p}", "warning"))
+    eval_ds = None
+    if cfg.data.eval_fraction > 0 and len(ds) >= 10:
+        split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
+        ds, eval_ds = split["train"], split["test"]
+    return ds, eval_ds
+
+
+def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) -> TrainResult:
+    """Run SFT for `cfg` into `cfg.run_dir`. `stopper` (a StopOnSignal) lets a UI stop it like Ctrl-C does."""
+    from edgetune import engines, hardware, models
+    from edgetune.callbacks import EventCallback, StopOnSignal
+
+    t_start = time.time()
+    run_dir = Path(cfg.run_dir)
+    ckpt = runs.last_checkpoint(run_dir)
+    if resume and ckpt is None:
+        raise RunDirError(f"{run_dir}: nothing to resume (no checkpoints/checkpoint-N)",
+                          hint="start without --resume; checkpoints are written every train.save_steps steps")
+    if not resume and ckpt is not None:
+        raise RunDirError(f"{run_dir} already holds checkpoints (latest {ckpt.name})",
+                          hint=f"continue it with --resume, or pick a new --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    sink(StageStarted("plan"))
+    hw = hardware.detect(run_dir)
+    precision = engines.choose_precision(cfg.train.precision, hw)
+    engine = engines.select(cfg.train.engine, hw, cfg)  # before trl is imported: Unsloth patches it
+    sink(Note(f"hardware: {hw.describe()}; profile {cfg.profile or '-'}; engine {engine.name}; precision {precision.name}"))
+    resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
+    tokenizer = engine.load_tokenizer(resolved, cfg)
+    train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
+    plan_memory(cfg, resolved.path, hw, precision, sink)
+    cfg.save(run_dir / runs.CONFIG)
+    sink(StageFinished("plan", time.time() - t_start))
+
+    sink(StageStarted("load", resolved.ref))
+    t0 = time.time()
+    model, tokenizer = engine.load_for_training(resolved, cfg, precision)
+    ensure_template_kept(tokenizer, cfg)
+    sink(StageFinished("load", time.time() - t0))
+
+    from edgetune.methods import sft
+
+    stopper = stopper or StopOnSignal()
+    trainer = sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, run_dir / runs.CHECKPOINTS, precision,
+                                callbacks=[EventCallback(sink), stopper])
+    start_step = int(ckpt.name.split("-")[-1]) if (resume and ckpt) else 0
+    sink(TrainStarted(max_steps=trainer.args.max_steps, start_step=start_step, engine=engine.name, method=cfg.method.name))
+    sink(StageStarted("train", f"{cfg.method.name} with {engine.name}"))
+    t0 = time.time()
+    stopper.install()
+    try:
+        out = trainer.train(resume_from_checkpoint=str(ckpt) if resume else None)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped by a second Ctrl-C before a checkpoint was written",
+                          hint=f"resume from the last periodic checkpoint: edgetune train --resume --run-dir {run_dir}") from None
+    except Exception as e:
+        if "out of memory" in str(e).lower():
+            raise TrainError(f"out of memory at step {trainer.state.global_step}",
+                             hint="lower train.batch_size or train.max_length, or enable train.gradient_checkpointing "
+                                  "and model.load_in_4bit") from None
+        raise
+    finally:
+        stopper.uninstall()
+    step = trainer.state.global_step
+    if stopper.stop.is_set():
+        last = runs.last_checkpoint(run_dir)
+        sink(CheckpointSaved(step=step, path=str(last), reason="interrupt"))
+        raise Interrupted(f"stopped at step {step}; checkpoint written to {last}",
+                          hint=f"continue with: edgetune train --resume --run-dir {run_dir}")
+    sink(StageFinished("train", time.time() - t0, f"{step} steps"))
+
+    adapter_dir = save_adapter(trainer.model, tokenizer, run_dir)
+    sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def ensure_template_kept(tokenizer, cfg: RunConfig) -> None:
+    """An engine may reload the tokenizer; re-apply a user template override so saving keeps it."""
+    if cfg.model.chat_template:
+        from edgetune.data import ensure_chat_template
+
+        ensure_chat_template(tokenizer, cfg.model.chat_template)
+
+
+def save_adapter(model, tokenizer, run_dir: Path) -> Path:
+    """Write adapter/ atomically: a crash mid-save never leaves a half adapter at the final path."""
+    final = run_dir / runs.ADAPTER
+    tmp = runs.temp_dir_beside(final)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    runs.replace_dir(tmp, final)
+    return final

@@ -1,0 +1,53 @@
+"""`edgetune validate`: read a dataset the way training will and report on it, without loading model weights."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from edgetune.config import DataConfig, RunConfig
+from edgetune.errors import DataError
+
+
+def run_validate(data: str, model: str, method: str, data_format: str, max_length: int, chat_template: str,
+                 sink, console: Console | None = None) -> bool:
+    """Print format, counts, token stats, masked fraction and all problems. True when the data can train."""
+    from edgetune import models
+    from edgetune.data import ensure_chat_template, validate_data
+    from edgetune.engines.hf import HFEngine
+
+    console = console or Console()
+    cfg = RunConfig()
+    cfg.model.ref, cfg.model.chat_template, cfg.method.name = model, chat_template, method
+    cfg.data = DataConfig(path=data, format=data_format)
+    from edgetune.config import validate as validate_config
+
+    cfg.data.path = data
+    validate_config(cfg, "command line")
+    resolved = models.resolve(model, trust_remote_code=False, sink=sink)
+    tokenizer = HFEngine().load_tokenizer(resolved, cfg)
+    ensure_chat_template(tokenizer, chat_template)
+    report = validate_data(tokenizer, cfg.data, max_length)
+    console.print(f"[bold]{escape(report.source)}[/]")
+    console.print(f"  format          {report.format}")
+    console.print(f"  rows            {report.n_rows}")
+    console.print(f"  valid examples  {report.n_valid}")
+    console.print(f"  rejected        {report.n_rejected}")
+    if report.n_valid:
+        console.print(f"  tokens          min {report.tokens_min}, median {report.tokens_median:g}, p95 {report.tokens_p95}, "
+                      f"max {report.tokens_max}, total {report.tokens_total} (after the chat template)")
+        console.print(f"  masked fraction {report.masked_fraction:.3f} (share of tokens outside the loss)")
+    if report.n_truncated:
+        console.print(f"  [yellow]{report.n_truncated} example(s) longer than max_length={max_length} get truncated[/]")
+    if report.problems:
+        console.print(f"[bold]problems ({len(report.problems)})[/]")
+        for p in report.problems:
+            console.print(f"  - {escape(str(p))}", soft_wrap=True)
+    try:
+        report.check()
+    except DataError as e:
+        from edgetune.console import render_error
+
+        render_error(e)
+        return False
+    console.print("[green]usable[/]" + (" (rows with problems are skipped)" if report.problems else ""))
+    return True

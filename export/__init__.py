@@ -1,0 +1,1 @@
+"""edgetune.export: GGUF (convert, quantize, verify) and Ollama Modelfile writers."""

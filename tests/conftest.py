@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random models for fast unit tests, the embedded SmolLM2 for integration tests.
+
+Everything is built locally; the hub is never contacted (HF_HUB_OFFLINE=1 for the whole session).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tinymodels  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+SAMPLE = REPO / "edgetune" / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    return tinymodels.build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return tinymodels.build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded default converted to an HF checkpoint (cached across runs in EDGETUNE_CACHE)."""
+    from edgetune.models import resolve
+
+    return Path(resolve("default").path)
+
+
+@pytest.fixture
+def chat_jsonl(tmp_path) -> Path:
+    """A small messages-format file that a tiny model can overfit."""
+    import json
+
+    rows = []
+    for i in range(24):
+        rows.append({"messages": [{"role": "user", "content": f"Say the word number {i % 6}."},
+                                  {"role": "assistant", "content": f"Arr! Word {i % 6} it be."}]})
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
