@@ -118,10 +118,25 @@ def load_error(ref: str, err: Exception) -> ModelError:
                       hint="check the model reference; `edgetune doctor` shows the installed stack")
 
 
+def fix_special_tokens(tok, gguf: Path) -> None:
+    """Take BOS/EOS/UNK/PAD from the GGUF's own metadata.
+
+    transformers 5.17's GGUF tokenizer conversion names <|im_start|> as EOS for SmolLM2 (the file says <|im_end|>),
+    which would teach a fine-tune never to stop.
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    for key, attr in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+        f = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if f is not None:
+            setattr(tok, attr, tok.convert_ids_to_tokens(int(f.parts[f.data[0]][0])))
+
+
 def gguf_to_hf(gguf: Path, sink=null_sink) -> Path:
     """Dequantize a GGUF into an fp32 HF checkpoint once (~40 s for 135M); later runs reuse the cache (0.1 s)."""
     st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"v2|{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     out = cache_root() / "gguf" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
@@ -142,6 +157,7 @@ def gguf_to_hf(gguf: Path, sink=null_sink) -> Path:
                          hint="pass the original Hugging Face model (hub id or directory) instead") from None
     if getattr(model, "hf_quantizer", None) is not None:  # else save_pretrained refuses a "gguf-quantized" model
         model.hf_quantizer.remove_quantization_config(model)
+    fix_special_tokens(tok, gguf)
     tmp = temp_dir_beside(out)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
