@@ -7,7 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
-from edgetune.events import CheckpointSaved, EvalDone, TrainStep
+from edgetune.events import CheckpointSaved, EvalDone, TrainStarted, TrainStep
 
 
 def memory_mb() -> float | None:
@@ -26,17 +26,17 @@ def memory_mb() -> float | None:
 class EventCallback(TrainerCallback):
     """Emit a TrainStep per log line (loss, lr, grad norm, tokens/s, memory, ETA) and checkpoint events."""
 
-    def __init__(self, sink, start_step: int = 0):
-        self.sink = sink
-        self.start_step = start_step
-        self.t0 = None
-        self.tokens0 = 0
-        self.last_ckpt = None
+    WINDOW = 10  # steps the rates average over: recent speed, not diluted by a slow first step
+
+    def __init__(self, sink, engine: str = "", method: str = ""):
+        self.sink, self.engine, self.method = sink, engine, method
+        self.marks: list[tuple[float, int, int]] = []  # (time, step, tokens seen) at each log
 
     def on_train_begin(self, args, state, control, **kw):
-        self.t0 = time.perf_counter()
-        self.start_step = state.global_step
-        self.tokens0 = state.num_input_tokens_seen or 0
+        self.marks = [(time.perf_counter(), state.global_step, state.num_input_tokens_seen or 0)]
+        # Here, not before trainer.train(): max_steps is resolved (epochs) and a resumed global_step is loaded.
+        self.sink(TrainStarted(max_steps=state.max_steps, start_step=state.global_step, engine=self.engine,
+                               method=self.method))
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = dict(logs or {})
@@ -45,10 +45,11 @@ class EventCallback(TrainerCallback):
             return
         if "loss" not in logs:
             return  # the end-of-training summary line
-        elapsed = time.perf_counter() - (self.t0 or time.perf_counter())
-        done = state.global_step - self.start_step
-        rate = done / elapsed if elapsed > 0 and done > 0 else None
-        tokens = (state.num_input_tokens_seen or 0) - self.tokens0
+        self.marks.append((time.perf_counter(), state.global_step, state.num_input_tokens_seen or 0))
+        self.marks = self.marks[-(self.WINDOW + 1):]
+        (t0, s0, k0), (t1, s1, k1) = self.marks[0], self.marks[-1]
+        elapsed, tokens = t1 - t0, k1 - k0
+        rate = (s1 - s0) / elapsed if elapsed > 0 and s1 > s0 else None
         extra = {k: v for k, v in logs.items() if k not in ("loss", "learning_rate", "grad_norm", "epoch")
                  and isinstance(v, (int, float))}
         self.sink(TrainStep(

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgetune import runs
 from edgetune.config import RunConfig
 from edgetune.errors import Interrupted, RunDirError, TrainError
-from edgetune.events import CheckpointSaved, Note, StageFinished, StageStarted, TrainStarted, null_sink
+from edgetune.events import CheckpointSaved, Note, StageFinished, StageStarted, null_sink
 
 
 @dataclass
@@ -110,9 +110,7 @@ def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) ->
 
     stopper = stopper or StopOnSignal()
     trainer = sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, run_dir / runs.CHECKPOINTS, precision,
-                                callbacks=[EventCallback(sink), stopper])
-    start_step = int(ckpt.name.split("-")[-1]) if (resume and ckpt) else 0
-    sink(TrainStarted(max_steps=trainer.args.max_steps, start_step=start_step, engine=engine.name, method=cfg.method.name))
+                                callbacks=[EventCallback(sink, engine.name, cfg.method.name), stopper])
     sink(StageStarted("train", f"{cfg.method.name} with {engine.name}"))
     t0 = time.time()
     stopper.install()

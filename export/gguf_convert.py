@@ -1,0 +1,329 @@
+"""Hugging Face checkpoint (config.json + safetensors + tokenizer) -> GGUF file, on the PyPI `gguf` writer.
+
+Follows what llama.cpp's convert_hf_to_gguf.py does for the architectures listed in ARCHS, without torch:
+tensors are read straight from the safetensors files (memory-mapped), converted one at a time and streamed to disk,
+so peak memory is about one tensor. The file is written beside its destination and renamed into place at the end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from edgetune.errors import ExportError
+from edgetune.events import Note, Progress, null_sink
+from .gguf_vocab import write_vocab
+
+
+@dataclass(frozen=True)
+class Arch:
+    gguf_arch: gguf.MODEL_ARCH
+    permute_qk: bool  # llama.cpp's LLAMA arch applies RoPE to interleaved pairs; HF llama uses rotate_half halves
+
+
+# config.json model_type -> how llama.cpp runs it
+ARCHS = {
+    "llama": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "mistral": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),  # llama.cpp's converter maps HF Mistral to LLAMA
+    "qwen2": Arch(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
+    "qwen3": Arch(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
+}
+
+OUTTYPES = {
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+}
+_F32 = gguf.GGMLQuantizationType.F32
+_BYTES_PER_VALUE = {gguf.GGMLQuantizationType.F32: 4, gguf.GGMLQuantizationType.F16: 2,
+                    gguf.GGMLQuantizationType.BF16: 2}
+_SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
+
+
+@dataclass
+class PlannedTensor:
+    name: str  # GGUF name
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+    source: gguf.utility.LocalTensor | None = None
+    permute_heads: int = 0  # >0: apply llama.cpp's q/k row permutation with this many heads
+    data: np.ndarray | None = None  # generated tensors (rope_freqs)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * _BYTES_PER_VALUE[self.qtype]
+
+
+@dataclass
+class Plan:
+    model_type: str
+    arch: Arch
+    config: dict
+    tensors: list[PlannedTensor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def convert(model_dir: Path, out_path: Path, outtype: str = "f16", sink=null_sink) -> Path:
+    """Convert a Hugging Face checkpoint folder to one GGUF file at out_path; returns out_path.
+
+    outtype: f32 | f16 | bf16 for the 2-D weights (norms and other 1-D tensors stay f32, as llama.cpp expects).
+    Nothing exists at out_path unless the whole file was written.
+    """
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if outtype not in OUTTYPES:
+        raise ExportError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}",
+                          hint="convert to f16 (or bf16/f32), then quantize with edgetune.export.quantize")
+    qtype, ftype = OUTTYPES[outtype]
+    plan = plan_conversion(model_dir, qtype)
+    cfg = plan.config
+
+    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[plan.arch.gguf_arch])
+    _write_general(writer, model_dir, plan, ftype)
+    _write_hparams(writer, cfg, plan.arch)
+    vocab = write_vocab(writer, model_dir, n_vocab=cfg["vocab_size"])
+    for tensor in plan.tensors:
+        # a dtype other than uint8 makes gguf take the shape as given (uint8 means "already quantized bytes")
+        writer.add_tensor_info(tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.qtype)
+
+    estimate = plan.nbytes + (model_dir / "tokenizer.json").stat().st_size + (1 << 20)
+    sink(Note(f"GGUF plan: {plan.model_type} -> arch {writer.arch}, {len(plan.tensors)} tensors, {outtype.upper()}, "
+              f"~{estimate / 1e6:.0f} MB, tokenizer pre '{vocab.pre}' ({vocab.pre_source}), "
+              f"{vocab.n_tokens} tokens, {vocab.n_merges} merges -> {out_path}"))
+    for text in plan.notes + vocab.warnings:
+        sink(Note(text, level="warning"))
+    _check_disk(out_path.parent, estimate)
+    _write_atomically(writer, plan, out_path, sink)
+    return out_path
+
+
+def plan_conversion(model_dir: Path, qtype: gguf.GGMLQuantizationType) -> Plan:
+    """Read config.json and the safetensors headers; decide every output tensor's name, shape and type."""
+    cfg = _read_config(model_dir)
+    model_type = cfg.get("model_type")
+    if model_type not in ARCHS:
+        raise ExportError(f"{model_dir / 'config.json'}: model_type {model_type!r} is not supported for GGUF export",
+                          hint=f"supported model types: {', '.join(sorted(ARCHS))}")
+    plan = Plan(model_type, ARCHS[model_type], cfg)
+    n_layers = cfg["num_hidden_layers"]
+    name_map = gguf.get_tensor_name_map(plan.arch.gguf_arch, n_layers)
+    n_head = cfg["num_attention_heads"]
+    n_kv_head = cfg.get("num_key_value_heads") or n_head
+    tied = bool(cfg.get("tie_word_embeddings"))
+    unmapped = []
+    for hf_name, local in _index_safetensors(model_dir).items():
+        if hf_name.endswith(_SKIPPED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
+            continue  # tied: llama.cpp reuses token_embd when output.weight is absent
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            unmapped.append(hf_name)
+            continue
+        if local.dtype not in ("F32", "F16", "BF16"):
+            raise ExportError(f"{hf_name}: dtype {local.dtype} cannot be exported",
+                              hint="save the merged model in float16, bfloat16 or float32 (no quantized weights)")
+        permute = 0
+        if plan.arch.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            permute = n_head
+        elif plan.arch.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            permute = n_kv_head
+        one_d = len(local.shape) <= 1 or name.endswith("_norm.weight")
+        plan.tensors.append(PlannedTensor(name, tuple(local.shape), _F32 if one_d else qtype, local, permute))
+    if unmapped:
+        raise ExportError(f"{len(unmapped)} tensor(s) have no GGUF name for {model_type}: {', '.join(unmapped[:5])}",
+                          hint="export a plain merged causal-LM checkpoint (merge LoRA adapters first)")
+    names = {t.name for t in plan.tensors}
+    if "token_embd.weight" not in names:
+        raise ExportError(f"{model_dir}: no embedding tensor (model.embed_tokens.weight) in the safetensors files",
+                          hint="point at the folder written by save_pretrained of the merged model")
+    if "output.weight" not in names and not tied:
+        plan.notes.append("no lm_head.weight and tie_word_embeddings is not set: llama.cpp will tie the output "
+                          "to the embeddings")
+    if (window := cfg.get("sliding_window")) and cfg.get("use_sliding_window", True) and \
+            window < cfg.get("max_position_embeddings", 0):
+        plan.notes.append(f"sliding_window={window}: llama.cpp attends to the whole context for this architecture, "
+                          f"so outputs differ from transformers beyond {window} tokens")
+    if (freqs := _llama3_rope_freqs(cfg)) is not None:
+        plan.tensors.insert(0, PlannedTensor("rope_freqs.weight", freqs.shape, _F32, data=freqs))
+    plan.tensors.sort(key=_tensor_order)
+    return plan
+
+
+def _write_general(writer: gguf.GGUFWriter, model_dir: Path, plan: Plan, ftype: gguf.LlamaFileType) -> None:
+    cfg = plan.config
+    writer.add_type(gguf.GGUFType.MODEL)
+    source_name = cfg.get("_name_or_path") or cfg.get("_model_name_or_path") or ""
+    writer.add_name(Path(source_name).name if source_name else model_dir.resolve().name)
+    n_params = sum(math.prod(t.shape) for t in plan.tensors if t.source is not None)
+    writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
+    writer.add_file_type(ftype)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _write_hparams(writer: gguf.GGUFWriter, cfg: dict, arch: Arch) -> None:
+    n_head = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(cfg.get("num_key_value_heads") or n_head)
+    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    writer.add_vocab_size(cfg["vocab_size"])
+    writer.add_rope_dimension_count(head_dim)
+    if cfg.get("head_dim"):
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    rope = _rope_parameters(cfg)
+    if (theta := rope.get("rope_theta")) is not None:
+        writer.add_rope_freq_base(float(theta))
+    rope_type, factor = rope.get("rope_type") or rope.get("type"), rope.get("factor")
+    if rope_type == "linear" and factor:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(factor)
+    elif rope_type == "yarn" and factor:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(factor)
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    elif rope_type not in (None, "default", "llama3"):  # llama3 is carried by the rope_freqs tensor
+        raise ExportError(f"rope type {rope_type!r} in config.json is not supported for GGUF export",
+                          hint="supported: default, linear, yarn, llama3")
+
+
+def _rope_parameters(cfg: dict) -> dict:
+    """transformers 5 keeps rope settings in rope_parameters (maybe per layer type); 4.x in rope_theta/rope_scaling."""
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    rope = dict(rope.get("full_attention", rope))
+    if "rope_theta" not in rope and cfg.get("rope_theta") is not None:
+        rope["rope_theta"] = cfg["rope_theta"]
+    return rope
+
+
+def _llama3_rope_freqs(cfg: dict) -> np.ndarray | None:
+    """Llama 3.1+ long-context RoPE: llama.cpp takes per-dimension frequency factors as a rope_freqs tensor."""
+    rope = _rope_parameters(cfg)
+    if str(rope.get("rope_type") or rope.get("type") or "").lower() != "llama3":
+        return None
+    base = rope.get("rope_theta", 10000.0)
+    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor = rope.get("factor", 8.0)
+    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_ctx = rope.get("original_max_position_embeddings", 8192)
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_ctx / high:
+            factors.append(1.0)
+        elif wavelen > old_ctx / low:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
+def _write_atomically(writer: gguf.GGUFWriter, plan: Plan, out_path: Path, sink) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        total = len(plan.tensors)
+        for i, tensor in enumerate(plan.tensors):
+            writer.write_tensor_data(tensor_data(tensor))
+            sink(Progress("gguf-convert", i + 1, total, tensor.name))
+        writer.flush()
+        os.fsync(writer.fout[0].fileno())
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def tensor_data(tensor: PlannedTensor) -> np.ndarray:
+    """The bytes to write for one tensor: loaded from its safetensors range, permuted, cast to its GGUF type."""
+    if tensor.data is not None:
+        return tensor.data
+    src = tensor.source
+    raw = src.mmap_bytes()
+    arr = raw.view({"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[src.dtype]).reshape(src.shape)
+    if tensor.permute_heads:
+        arr = _permute(arr, tensor.permute_heads)
+    if tensor.qtype == gguf.GGMLQuantizationType.BF16 and src.dtype == "BF16":
+        return arr  # same bits
+    if src.dtype == "BF16":
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    if tensor.qtype == gguf.GGMLQuantizationType.BF16:
+        return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), tensor.qtype)
+    dtype = np.float32 if tensor.qtype == _F32 else np.float16
+    return arr.astype(dtype, copy=False)
+
+
+def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """HF q/k rows hold each head's rotary halves [x0..x(d/2-1) | x(d/2)..]; llama.cpp wants them interleaved."""
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def _index_safetensors(model_dir: Path) -> dict[str, gguf.utility.LocalTensor]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in model_dir.glob("model*.safetensors"))
+    if not files:
+        hint = ("save with model.save_pretrained(dir) (safetensors is the default)"
+                if list(model_dir.glob("pytorch_model*.bin")) else "point at the merged model folder")
+        raise ExportError(f"{model_dir}: no model*.safetensors files", hint=hint)
+    tensors: dict[str, gguf.utility.LocalTensor] = {}
+    for name in files:
+        path = model_dir / name
+        if not path.is_file():
+            raise ExportError(f"{path}: listed in model.safetensors.index.json but missing",
+                              hint="copy every shard of the checkpoint")
+        tensors.update(gguf.utility.SafetensorsLocal(path).tensors)
+    return tensors
+
+
+def _read_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ExportError(f"{model_dir}: no config.json", hint="point at a folder written by save_pretrained")
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg = {**cfg, **cfg.get("text_config", {})}  # multimodal wrappers keep the text model's settings nested
+    missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+                           "max_position_embeddings", "rms_norm_eps", "vocab_size") if k not in cfg]
+    if missing and cfg.get("model_type") in ARCHS:
+        raise ExportError(f"{path}: missing {', '.join(missing)}", hint="re-save the model with transformers")
+    return cfg
+
+
+def _check_disk(folder: Path, need: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ExportError(f"not enough disk space in {folder}: the GGUF needs ~{need / 1e9:.2f} GB, "
+                          f"{free / 1e9:.2f} GB free", hint="free some space or choose another output folder")
+
+
+def _tensor_order(t: PlannedTensor) -> tuple:
+    parts = t.name.split(".")
+    if parts[0] == "blk":
+        return (1, int(parts[1]), t.name)
+    return (0 if t.name in ("rope_freqs.weight", "token_embd.weight") else 2, 0, t.name)
