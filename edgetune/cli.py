@@ -101,11 +101,15 @@ def validate(
     data_format: str = typer.Option("auto", "--format", help=H("data.format")),
     max_length: int = typer.Option(1024, "--max-length", help=H("train.max_length")),
     chat_template: str = typer.Option("", "--chat-template", help=H("model.chat_template")),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 when some rows are rejected but enough remain."),
 ):
-    """Check a dataset: format, valid examples, token lengths, masked fraction and every problem."""
+    """Check a dataset: format, valid examples, token lengths, masked fraction and every problem.
+
+    Exits 1 when the data is unusable or (without --allow-skips) when any row would be skipped.
+    """
     from edgetune.validate import run_validate
 
-    ok = run_validate(data, model, method, data_format, max_length, chat_template, _sink())
+    ok = run_validate(data, model, method, data_format, max_length, chat_template, _sink(), allow_skips=allow_skips)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -9,8 +9,12 @@ from edgetune.errors import DataError
 
 
 def run_validate(data: str, model: str, method: str, data_format: str, max_length: int, chat_template: str,
-                 sink, console: Console | None = None) -> bool:
-    """Print format, counts, token stats, masked fraction and all problems. True when the data can train."""
+                 sink, console: Console | None = None, allow_skips: bool = False) -> bool:
+    """Print format, counts, token stats, masked fraction and all problems.
+
+    True when the data can train and (unless `allow_skips`) no row had to be rejected: a validator that passes
+    files with broken rows hides them, while training itself skips such rows with a warning.
+    """
     from edgetune import models
     from edgetune.data import ensure_chat_template, validate_data
     from edgetune.engines.hf import HFEngine
@@ -48,6 +52,10 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
         from edgetune.console import render_error
 
         render_error(e)
+        return False
+    if report.problems and not allow_skips:
+        console.print(f"[yellow]usable, but training would skip {report.n_rejected} row(s)[/]: fix them, or pass "
+                      "--allow-skips to accept")
         return False
     console.print("[green]usable[/]" + (" (rows with problems are skipped)" if report.problems else ""))
     return True

@@ -1,0 +1,77 @@
+"""The CLI: user errors print a titled message (no traceback) and exit non-zero; --help texts come from the config."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgetune.cli import main
+
+BAD = Path(__file__).parent.parent / "data" / "bad"
+GOOD = Path(__file__).parent.parent / "data" / "good"
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("path", sorted(BAD.iterdir()), ids=lambda p: p.name)
+def test_every_bad_file_fails_validate_with_file_line_and_fix(path, tiny_model_dir, capsys):
+    code, text = run_cli(capsys, "validate", "--data", path, "--model", tiny_model_dir)
+    assert code == 1
+    assert "Traceback" not in text
+    flat = " ".join(text.split())  # rich wraps long lines
+    assert path.name in flat
+    # Row problems carry file:line (or "row N"); whole-file problems say what the file is and give a hint.
+    assert ("fix:" in flat and any(f"{path.name}:{n}" in flat or f"row {n}" in flat for n in range(1, 40))) or "hint:" in flat
+
+
+@pytest.mark.parametrize("name", ["messages.jsonl", "sharegpt.jsonl", "alpaca.csv", "messages.parquet"])
+def test_good_files_validate(name, tiny_model_dir, capsys):
+    code, text = run_cli(capsys, "validate", "--data", GOOD / name, "--model", tiny_model_dir)
+    assert code == 0, text
+    assert "valid examples  3" in text and "masked fraction" in text and "usable" in text
+
+
+def test_skipped_rows_can_be_accepted(tiny_model_dir, capsys):
+    code, text = run_cli(capsys, "validate", "--data", BAD / "unknown_role.jsonl", "--model", tiny_model_dir, "--allow-skips")
+    assert code == 0 and "unknown_role.jsonl:2" in text and "write 'assistant'" in text
+
+
+def test_config_errors_are_titled_not_tracebacks(tmp_path, capsys):
+    bad = tmp_path / "c.toml"
+    bad.write_text("[train]\nmax_seq_length = 4\n")
+    code, text = run_cli(capsys, "train", "--config", bad, "--data", "x.jsonl", "--run-dir", tmp_path / "r")
+    assert code == 1
+    assert "Invalid configuration" in text and "did you mean `train.max_length`" in text and "Traceback" not in text
+
+
+def test_missing_model_dir_is_a_model_error(tmp_path, chat_jsonl, capsys):
+    code, text = run_cli(capsys, "train", "--model", tmp_path / "nope", "--data", chat_jsonl, "--run-dir", tmp_path / "r")
+    assert code == 1 and "Cannot load model" in text and "Traceback" not in text
+
+
+def test_resume_needs_run_dir(capsys):
+    code, text = run_cli(capsys, "train", "--resume")
+    assert code == 1 and "--resume needs --run-dir" in text
+
+
+def test_help_uses_config_docs():
+    out = subprocess.run([sys.executable, "-m", "edgetune.cli", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    flat = " ".join(out.stdout.split())
+    assert "Optimizer steps to run" in flat and "--resume" in flat and "--profile" in flat
+
+
+def test_console_script_exits_nonzero_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edgetune.cli", "validate", "--data", str(tmp_path / "missing.jsonl"),
+                          "--model", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+
+
+def test_doctor_lists_the_stack(capsys):
+    code, text = run_cli(capsys, "doctor")
+    for name in ("torch", "bitsandbytes", "llama.cpp binding", "unsloth", "free disk"):
+        assert name in text

@@ -1,0 +1,1 @@
+"""edgetune.tui: the Textual app over the headless core (edgetune/ itself never imports textual)."""
