@@ -71,32 +71,35 @@ def _f(x):
 
 
 class StopOnSignal(TrainerCallback):
-    """First Ctrl-C: finish the current step, write a checkpoint, stop. A second Ctrl-C aborts at once.
+    """First Ctrl-C (or SIGTERM): finish the current step, write a checkpoint, stop. A second one aborts at once.
 
     Also stoppable programmatically (`request_stop()`), which is how the TUI's Stop button works.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
         self.stop = threading.Event()
-        self._previous = None
+        self._previous: dict = {}
 
     def request_stop(self):
         self.stop.set()
 
     def _handler(self, signum, frame):
         if self.stop.is_set():
-            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            self.uninstall()
             raise KeyboardInterrupt
         self.stop.set()
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def uninstall(self):
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self._previous and threading.current_thread() is threading.main_thread():
+            for s, previous in self._previous.items():
+                signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+            self._previous = {}
 
     def on_step_end(self, args, state, control, **kw):
         if self.stop.is_set():

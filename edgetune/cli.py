@@ -127,6 +127,78 @@ def merge(run_dir: Path = typer.Argument(..., help="Run directory with adapter/ 
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory (merged first if it has only an adapter)."),
+    gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Repeatable; `auto` picks by --max-kld."),
+    max_kld: Optional[float] = typer.Option(None, "--max-kld", help=H("export.max_kld")),
+    imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
+    keep_f16: Optional[bool] = typer.Option(None, "--keep-f16", help=H("export.keep_f16")),
+):
+    """Export to GGUF (offline: no compiler, no llama.cpp checkout), verify each file, write the Modelfile."""
+    from edgetune.export.gguf_export import export_gguf
+
+    sink = _sink()
+    try:
+        result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16)
+    finally:
+        sink.close()
+    _print_export_table(result)
+
+
+def _print_export_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="GGUF export (verified against the merged model)")
+    for col in ("file", "size MB", "top-1", "mean KLD", "token ids", "stops at EOS", "kept", "status"):
+        table.add_column(col)
+    for r in result.results:
+        table.add_row(Path(r["file"]).name, f"{r['size_bytes'] / 1e6:.1f}", f"{r['top1']:.3f}", f"{r['mean_kld']:.4f}",
+                      "identical" if r["token_ids_identical"] else "DIFFER", "yes" if r["stops_at_eos"] else "NO",
+                      "yes" if r.get("kept", True) else "no", "ok" if r["passed"] else "FAILED")
+    Console().print(table)
+    if result.chosen:
+        typer.echo(f"auto: kept {result.chosen.upper()}")
+    if result.modelfile:
+        typer.echo(f"Ollama: cd {result.modelfile.parent} && ollama create NAME -f Modelfile")
+    if result.files:
+        typer.echo(f"chat: edgetune chat {result.files[-1]}")
+
+
+@app.command(name="eval")
+def eval_cmd(
+    target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
+    data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
+    match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer)."),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
+):
+    """Task score and held-out loss for the base, merged and exported models, side by side."""
+    from edgetune.evaluate import run_eval
+
+    sink = _sink()
+    try:
+        results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
+    finally:
+        sink.close()
+    _print_eval_table(results)
+
+
+def _print_eval_table(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="eval")
+    for col in ("model", "backend", "task score", "held-out loss", "rows", "seconds"):
+        table.add_column(col)
+    for r in results:
+        loss = r.get("heldout_loss")
+        table.add_row(str(r["label"]), str(r["backend"]), f"{r['task_score']:.3f}",
+                      f"{loss:.4f}" if loss is not None else "-", str(r["n"]), f"{r['seconds']:.1f}")
+    Console().print(table)
+
+
+@app.command()
 def chat(
     model: str = typer.Argument(..., help="A run directory, a merged HF directory, or a .gguf file."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
@@ -143,6 +215,36 @@ def chat(
 
 
 @app.command()
+def demo(
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Where to write the run (default runs/demo-<time>)."),
+    max_steps: int = typer.Option(40, "--max-steps", help="SFT steps on the shipped pirate data."),
+):
+    """The main job on the embedded SmolLM2, offline: fine-tune -> merge -> GGUF (verified) -> chat, before/after."""
+    from edgetune.demo import DEMO_PROMPTS, run_demo
+
+    sink = _sink()
+    try:
+        out = run_demo(run_dir, max_steps, sink)
+    finally:
+        sink.close()
+    _print_export_table(out["export"])
+    _print_eval_table(out["eval"])
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="before (base, transformers) vs after (tuned Q4_K_M, llama.cpp)", show_lines=True)
+    for col in ("prompt", "before", "after", "finish"):
+        table.add_column(col, overflow="fold")
+    for p, (b, _), (a, finish) in zip(DEMO_PROMPTS, out["before"], out["after"]):
+        table.add_row(escape(p), escape(b), escape(a), finish)
+    Console().print(table)
+    run = out["run_dir"]
+    typer.echo(f"demo finished in {out['seconds'] / 60:.1f} min; report: {run}/report.md")
+    typer.echo(f"chat with it: edgetune chat {out['q4']}")
+
+
+@app.command()
 def doctor():
     """Show what this machine offers: torch, CUDA, unsloth, bitsandbytes, the llama.cpp binding, disk."""
     from edgetune.doctor import report
@@ -151,9 +253,17 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     import click
+    import signal
 
+    # SIGTERM (kill, a closing terminal) unwinds like Ctrl-C, so temp files are removed and nothing half-written
+    # is left at a final path.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     if not argv or argv[0] not in ("--help", "-h"):
         from edgetune.console import quiet_libraries
 

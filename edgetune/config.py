@@ -94,6 +94,9 @@ class TrainConfig:
 class ExportConfig:
     gguf: list[str] = opt(["q4_k_m"], "GGUF types to export (f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_k_s, q3_k_m, q2_k).", factory=True)
     merge_dtype: str = opt("auto", "Dtype of the merged checkpoint: `auto` (bf16 if the base was bf16, else fp16), fp16, bf16, fp32.", ("auto", "fp16", "bf16", "fp32"))
+    imatrix: bool = opt(True, "Quantize 5-bit and smaller types with an importance matrix computed from the run's own data.")
+    max_kld: float = opt(0.1, "With `gguf = [\"auto\"]`: keep the smallest type whose mean KL divergence to the merged model stays below this.")
+    keep_f16: bool = opt(False, "Keep the intermediate F16 GGUF even when f16 was not requested.")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig, "export": ExportConfig}
@@ -245,6 +248,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append(f"`lora.dropout` = {lora.dropout}; set a value in [0, 1)")
     if not lora.target_modules:
         p.append("`lora.target_modules` is empty; list module names such as q_proj, v_proj")
+    if cfg.export.max_kld <= 0:
+        p.append(f"`export.max_kld` = {cfg.export.max_kld}; set a positive KL divergence budget such as 0.05")
     if not 0 <= cfg.data.eval_fraction < 1:
         p.append(f"`data.eval_fraction` = {cfg.data.eval_fraction}; set a value in [0, 1)")
     if cfg.data.max_examples < 0:

@@ -1,0 +1,332 @@
+"""The verification gate run after every GGUF export: does the file behave like the merged HF model?
+
+One fp32 transformers forward pass (HFReference) is shared by every file of an export. Each GGUF is loaded in
+llama.cpp and checked for: identical token ids on a fixed multilingual/code/emoji set, next-token agreement and
+KL divergence against HF on held-out texts, greedy chat replies that end at EOS, vocab sizes and the chat template.
+Full-precision files must match (check_gate raises); quantized files report their numbers for the user to choose.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.errors import ExportError
+from edgetune.events import Note, Progress, null_sink
+
+from .quantize import _usable_cpus
+
+FULL_PRECISION = ("f32", "f16", "bf16")
+TOP1_MIN = 0.999  # gate on top-1 agreement (ties allowed, below); a conversion bug drops far below this
+# A position also agrees when HF itself nearly ties llama.cpp's pick: within this many nats of HF's best. Measured
+# on SmolLM2 over 481 positions: F16 flips one 0.0008-nat tie (strict top-1 0.9979), BF16 (8-bit mantissa, ~8x
+# coarser weights) flips ties of 0.005 and 0.012 nats. Real export bugs flip confident tokens, not ties.
+TIE_NATS = {"f32": 0.01, "f16": 0.01, "bf16": 0.05}
+CHAT_MAX_TOKENS = 96
+MAX_TEXT_TOKENS = 256  # per comparison text: enough context, bounded cost (positions x vocab floats cached)
+SEED = 0
+
+# Tokenizer round-trip set: scripts, emoji (incl. ZWJ sequences and skin tones), code, JSON, numbers, inline
+# ChatML special tokens and awkward whitespace, where pre-tokenizer mismatches show up first.
+FIXED_TOKENIZER_TEXTS = [
+    "Hello, world! How are you today? I'm fine, thanks - and you're?",
+    "Grüße aus München: Übermäßig schöne Äpfel, Öl und Straßenbahn.",
+    "你好，世界！今天天气很好，我们去公园散步吧。",
+    "こんにちは世界。東京は日本の首都です。カタカナとひらがな。",
+    "مرحبا بالعالم، كيف حالك اليوم؟",
+    "Привет, мир! Как дела? Ёлка и щука.",
+    "emoji 🙂🚀🦙 family 👨‍👩‍👧‍👦 rainbow flag 🏳️‍🌈 thumbs 👍🏽 fog 😶‍🌫️ ✅",
+    "def fib(n):\n    if n < 2:\n        return n\n\treturn fib(n - 1) + fib(n - 2)\n",
+    '{"name": "edgetune", "version": [0, 1, 0], "nested": {"ok": true, "pi": 3.14159}}',
+    "Numbers: 0 7 42 123 1234 12345 1234567890 3.14159 -2.5e-10 1,000,000 50%",
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    "   leading spaces, trailing spaces   ",
+    "\n\nleading newlines\nand trailing ones\n\n\n",
+    "tabs\tand  double  spaces \t mixed\r\nwith CRLF",
+]
+
+# Generic comparison texts, added to a run's own held-out rows.
+GENERIC_TEXTS = [
+    "Photosynthesis is the process by which green plants use sunlight to make food from carbon dioxide and water, "
+    "releasing oxygen as a byproduct. It takes place mostly in the leaves, inside small structures called "
+    "chloroplasts, which contain the green pigment chlorophyll that absorbs red and blue light.",
+    "The Python language emphasizes readability through significant indentation, and its standard library covers "
+    "everything from file handling to networking. Beginners often start with scripts that read a text file, count "
+    "words and print the most common ones, before moving on to web servers and data analysis.",
+    "In 1969 Apollo 11 landed on the Moon; Neil Armstrong and Buzz Aldrin walked on the surface while Michael "
+    "Collins stayed in orbit. The mission returned safely to Earth on July 24, after eight days in space, and the "
+    "crew spent three weeks in quarantine.",
+    "def mean(values):\n    \"\"\"Average of a non-empty list.\"\"\"\n    if not values:\n        raise ValueError(\"empty\")\n"
+    "    return sum(values) / len(values)\n\n\nfor row in [[1, 2, 3], [4.5, 5.5]]:\n    print(f\"{row}: {mean(row):.2f}\")\n",
+    "To make a cup of tea, boil fresh water, pour it over the leaves or the bag, and wait three to five minutes. "
+    "Green tea prefers cooler water, around 80 degrees Celsius, while black tea can take it boiling. Add milk or "
+    "lemon if you like, but not both at once.",
+    "Dear team, thank you for your work this quarter. We shipped the new search page two weeks early, reduced the "
+    "error rate by half and answered every customer ticket within a day. Next month we will focus on speed.",
+    "Die Hauptstadt von Deutschland ist Berlin. La capitale de la France est Paris. La capital de España es "
+    "Madrid. The capital of Italy is Rome, and the capital of Japan is Tokyo.",
+    "Q: A train leaves at 3 pm and travels 120 km at 60 km per hour. When does it arrive?\nA: It needs 120 / 60 = "
+    "2 hours, so it arrives at 5 pm.\nQ: What is 15% of 200?\nA: 0.15 * 200 = 30.",
+]
+
+# Short-answer prompts: SmolLM2-135M-Instruct F16 ends all three within 96 tokens (its Q8_0/Q4_K_M loop on France).
+DEFAULT_CHAT_PROMPTS = [
+    "What is the capital of France?",
+    "What is 2 + 2?",
+    "Is water wet? Answer yes or no.",
+]
+
+
+class HFReference:
+    """The merged HF model in fp32 on CPU; next-token log-probs per text are computed once and cached."""
+
+    def __init__(self, model_dir: Path, max_tokens: int = MAX_TEXT_TOKENS):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.max_tokens = max_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32,
+                                                          device_map="cpu").eval()
+        self.embedding_rows = int(self.model.get_input_embeddings().weight.shape[0])
+        self.tokenizer_len = len(self.tokenizer)
+        self._cache: dict[str, tuple[list[int], np.ndarray]] = {}
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids as the model sees the text (special tokens parsed, BOS as the tokenizer adds it), capped."""
+        return list(self.tokenizer(text)["input_ids"][: self.max_tokens])
+
+    def plain_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def logprobs(self, text: str) -> tuple[list[int], np.ndarray]:
+        """(ids, log-softmax of the next-token logits at every position) for `text`."""
+        if text not in self._cache:
+            import torch
+
+            ids = self.ids(text)
+            with torch.no_grad():
+                logits = self.model(torch.tensor([ids])).logits[0].float()
+            self._cache[text] = (ids, torch.log_softmax(logits, -1).numpy())
+        return self._cache[text]
+
+    def end_of_turn_id(self) -> int | None:
+        """The first token the chat template puts after an assistant reply (<|im_end|>, <|eot_id|>, ...)."""
+        marker = "XQZMARKER"
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}], tokenize=False)
+        except Exception:  # noqa: BLE001 - no or broken template: nothing to check here
+            return None
+        after = text[text.rfind(marker) + len(marker):]
+        ids = self.plain_ids(after) if after else []
+        return ids[0] if ids else self.tokenizer.eos_token_id
+
+
+def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompts: list[str], qtype: str,
+                sink=null_sink) -> dict:
+    """Check one GGUF file against `ref`; returns a JSON-able result (see check_gate for what must hold)."""
+    import llama_cpp
+
+    gguf_path = Path(gguf_path)
+    qtype = qtype.lower()
+    sink(Note(f"verifying {gguf_path.name} ({qtype.upper()}): {len(FIXED_TOKENIZER_TEXTS)} tokenizer texts, "
+              f"{len(texts)} comparison texts, {len(chat_prompts)} chat prompts"))
+    longest = max((len(ref.ids(t)) for t in texts), default=0)
+    longest_chat = max((len(ref.ids(p)) + 128 + CHAT_MAX_TOKENS for p in chat_prompts), default=0)  # + template
+    llm = _load(gguf_path, n_ctx=max(512, longest + 16, longest_chat))
+    try:
+        mismatches = _token_mismatches(llm, ref)
+        top1, top1_ties, kld, positions = _compare_logits(llm, ref, texts, TIE_NATS.get(qtype, 0.01), sink)
+        finish_reasons, replies = _chat(llm, chat_prompts, sink)
+        n_vocab = llm.n_vocab()
+        eot = ref.end_of_turn_id()
+        eot_stops = eot is None or bool(llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), eot))
+        template_present = bool(llm.metadata.get("tokenizer.chat_template"))
+    finally:
+        llm.close()
+    result = {
+        "file": gguf_path.name,
+        "path": str(gguf_path),
+        "type": qtype,
+        "size_bytes": gguf_path.stat().st_size,
+        "token_ids_identical": not mismatches,
+        "token_mismatches": mismatches[:3],
+        "top1": round(top1, 5),  # strict: llama.cpp's argmax == HF's argmax
+        "top1_ties_ok": round(top1_ties, 5),  # the gated number: near-ties of the HF model count as agreement
+        "mean_kld": round(max(kld, 0.0), 6),  # float noise can make an exact match a hair negative
+        "positions": positions,
+        "stops_at_eos": bool(finish_reasons) and all(r == "stop" for r in finish_reasons),
+        "finish_reasons": finish_reasons,
+        "replies": replies,
+        "n_vocab": {"gguf": n_vocab, "hf_embedding_rows": ref.embedding_rows, "tokenizer": ref.tokenizer_len},
+        # padded embeddings (e.g. Qwen's 151936 rows for ~151k tokens) are fine; the GGUF must match the rows
+        "vocab_size_ok": n_vocab == ref.embedding_rows and ref.tokenizer_len <= ref.embedding_rows,
+        "end_of_turn_stops": eot_stops,
+        "chat_template_present": template_present,
+    }
+    result["fidelity_failures"] = _fidelity_failures(result)
+    result["failures"] = result["fidelity_failures"] + _behaviour_failures(result)
+    result["passed"] = not result["failures"]
+    sink(Note(f"{gguf_path.name}: top-1 {top1:.4f}, KLD {kld:.5f} over {positions} positions, token ids "
+              f"{'identical' if not mismatches else 'DIFFER'}, stops at EOS {result['stops_at_eos']}",
+              level="info" if result["passed"] else "warning"))
+    return result
+
+
+def check_gate(result: dict) -> None:
+    """Raise ExportError when a full-precision file does not reproduce the HF model.
+
+    Quantized files never raise: their drift is expected and model-size dependent (SmolLM2-135M Q4_K_M agrees on
+    ~80-89% of next tokens, a 7B far more), so no one threshold fits; the report shows the numbers and the user
+    picks. They copy tokenizer and metadata from the F16, so export bugs are already caught there.
+    A model that never stops is reported in `failures` for every type but does not raise here when the file
+    itself is faithful (top-1 and token ids match HF): the HF model then behaves the same and the fix is in
+    training (assistant turns must end with the end-of-turn token), not in the export. When llama.cpp does not
+    treat the template's end-of-turn token as end-of-generation, that is an export fault and does raise.
+    """
+    if result["type"] not in FULL_PRECISION or not result.get("fidelity_failures"):
+        return
+    raise ExportError(
+        f"{result['file']} ({result['type'].upper()}) does not behave like the merged model: "
+        + "; ".join(result["fidelity_failures"]),
+        hint="a full-precision GGUF must match transformers; do not ship quantized files made from it. Re-run "
+             "`edgetune export` after checking the merged/ folder (config.json, tokenizer.json, chat template), "
+             "and report the architecture/tokenizer if it persists")
+
+
+def _fidelity_failures(r: dict) -> list[str]:
+    out = []
+    full = r["type"] in FULL_PRECISION
+    if full and r["top1_ties_ok"] < TOP1_MIN:
+        out.append(f"next-token top-1 agreement {r['top1_ties_ok']:.4f} < {TOP1_MIN} over {r['positions']} "
+                   f"positions (strict {r['top1']:.4f}, mean KLD {r['mean_kld']:.5f})")
+    if not r["token_ids_identical"]:
+        first = r["token_mismatches"][0]
+        out.append(f"token ids differ from the HF tokenizer on {first['text'][:40]!r}: HF {first['hf'][:12]} vs "
+                   f"GGUF {first['gguf'][:12]}")
+    if not r["vocab_size_ok"]:
+        v = r["n_vocab"]
+        out.append(f"vocab sizes disagree: GGUF {v['gguf']}, HF embedding rows {v['hf_embedding_rows']}, "
+                   f"tokenizer {v['tokenizer']}")
+    if not r["chat_template_present"]:
+        out.append("no tokenizer.chat_template in the GGUF metadata (chat apps would use a wrong format)")
+    if not r["end_of_turn_stops"]:
+        out.append("llama.cpp does not treat the chat template's end-of-turn token as end of generation")
+    return out
+
+
+def _behaviour_failures(r: dict) -> list[str]:
+    if r["stops_at_eos"]:
+        return []
+    n_len = sum(f != "stop" for f in r["finish_reasons"])
+    return [f"{n_len} of {len(r['finish_reasons'])} greedy chat replies did not stop within {CHAT_MAX_TOKENS} "
+            "tokens (the model does not end its turn; train longer or check that assistant turns end with the "
+            "end-of-turn token)"]
+
+
+def _load(path: Path, n_ctx: int):
+    import llama_cpp
+
+    try:  # f32 KV cache: the default f16 cache alone adds ~1e-3 relative noise to the logits
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, seed=SEED, n_threads=_usable_cpus(),
+                               type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+    except Exception as e:  # noqa: BLE001 - llama.cpp only says "failed to load"
+        raise ExportError(f"{path}: llama.cpp could not load the exported file ({e})",
+                          hint="the export is broken; re-run `edgetune export`") from None
+
+
+def _token_mismatches(llm, ref: HFReference) -> list[dict]:
+    out = []
+    for text in FIXED_TOKENIZER_TEXTS:
+        hf, ours = ref.plain_ids(text), llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if hf != ours:
+            out.append({"text": text, "hf": hf, "gguf": ours})
+    # BOS handling: llama.cpp must add exactly what the HF tokenizer adds (a doubled or missing BOS shifts logits)
+    text = FIXED_TOKENIZER_TEXTS[0]
+    hf, ours = list(ref.tokenizer(text)["input_ids"]), llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    if hf != ours:
+        out.append({"text": f"[with special tokens] {text}", "hf": hf, "gguf": ours})
+    return out
+
+
+def _compare_logits(llm, ref: HFReference, texts: list[str], tie_nats: float, sink) -> tuple[float, float, float, int]:
+    """(strict top-1 agreement, agreement with HF near-ties allowed, mean KL(HF || GGUF), positions)."""
+    agree, agree_ties, kld_sum, positions = 0, 0, 0.0, 0
+    for i, text in enumerate(texts):
+        ids, hf = ref.logprobs(text)
+        if not ids:
+            continue
+        llm.reset()
+        llm.eval(ids)
+        ours = _log_softmax(np.array(llm.scores[: len(ids)], dtype=np.float64))
+        hf = hf.astype(np.float64)
+        ours_top, hf_top = ours.argmax(-1), hf.argmax(-1)
+        rows = np.arange(len(ids))
+        agree += int((ours_top == hf_top).sum())
+        agree_ties += int((hf[rows, hf_top] - hf[rows, ours_top] <= tie_nats).sum())
+        kld_sum += float((np.exp(hf) * (hf - ours)).sum())
+        positions += len(ids)
+        sink(Progress("verify", i + 1, len(texts), "logits"))
+    if not positions:
+        raise ExportError("no comparison text produced any tokens", hint="pass non-empty texts to verify_gguf")
+    return agree / positions, agree_ties / positions, kld_sum / positions, positions
+
+
+def _chat(llm, prompts: list[str], sink) -> tuple[list[str], list[str]]:
+    reasons, replies = [], []
+    for i, prompt in enumerate(prompts):
+        llm.reset()
+        out = llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=CHAT_MAX_TOKENS,
+                                         temperature=0.0, seed=SEED)
+        choice = out["choices"][0]
+        reasons.append(choice.get("finish_reason") or "length")
+        replies.append((choice["message"].get("content") or "")[:200])
+        sink(Progress("verify", i + 1, len(prompts), "chat"))
+    return reasons, replies
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def heldout_texts(run_dir_or_data, tokenizer, n: int = 6, sink=null_sink) -> list[str]:
+    """Comparison texts: up to `n` of the run's held-out conversations rendered with the chat template (a run dir,
+    or a data file path), then GENERIC_TEXTS. None gives the generic texts only."""
+    from edgetune.errors import DataError
+
+    if run_dir_or_data is None:
+        return list(GENERIC_TEXTS)
+    try:
+        convs = _heldout_conversations(Path(run_dir_or_data), n, sink)
+    except DataError as e:  # the data moved since training: verify on the generic texts rather than not at all
+        sink(Note(f"held-out rows unavailable ({e.message}); comparing on generic texts only", level="warning"))
+        convs = []
+    return [tokenizer.apply_chat_template(c, tokenize=False) for c in convs] + list(GENERIC_TEXTS)
+
+
+def _heldout_conversations(path: Path, n: int, sink) -> list[list[dict]]:
+    from edgetune.config import DataConfig
+    from edgetune.data import load_conversations
+    from edgetune import runs
+
+    fraction, seed = 0.0, 42
+    if (path / runs.CONFIG).is_file():
+        from edgetune.merge import load_run_config
+
+        cfg = load_run_config(path)
+        data_cfg, fraction, seed = cfg.data, cfg.data.eval_fraction, cfg.train.seed
+    else:
+        data_cfg = DataConfig(path=str(path))
+    convs, _problems, _fmt = load_conversations(data_cfg)
+    if fraction > 0 and len(convs) >= 10:
+        # the same split train.prepare_data makes (exact when no row was dropped for length)
+        from datasets import Dataset
+
+        test = Dataset.from_dict({"i": list(range(len(convs)))}).train_test_split(test_size=fraction, seed=seed)
+        return [convs[i] for i in test["test"]["i"][:n]]
+    if (path / runs.CONFIG).is_file():
+        sink(Note("the run has no eval split (data.eval_fraction = 0); comparing on training rows", level="warning"))
+    return convs[:n]

@@ -1,0 +1,73 @@
+"""Unsloth engine on a CUDA GPU (run where one is lent: `pytest -m gpu tests/gpu`).
+
+Skipped cleanly elsewhere; deselected by default (pyproject addopts: -m 'not gpu').
+"""
+import importlib.util
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    pytest.mark.skipif(importlib.util.find_spec("unsloth") is None, reason='needs unsloth (pip install "edgetune[unsloth]")'),
+]
+
+
+def sft_cfg(model_ref, data, run_dir, engine, steps=20, four_bit=True):
+    from edgetune import config as C
+
+    return C.resolve(None, {"model": {"ref": str(model_ref), "load_in_4bit": four_bit}, "data": {"path": str(data)},
+                            "run_dir": str(run_dir),
+                            "train": {"engine": engine, "max_steps": steps, "save_steps": 10, "batch_size": 4,
+                                      "max_length": 512}}, profile="gpu-8gb")
+
+
+def test_unsloth_qlora_sft_learns_and_merges(smollm2_dir, tmp_path):
+    from edgetune.events import Collect, TrainStep
+    from edgetune.merge import merge
+    from edgetune.train import train
+
+    from conftest import SAMPLE
+
+    data = SAMPLE / "pirate_chat.jsonl"
+    events = Collect()
+    torch.cuda.reset_peak_memory_stats()
+    result = train(sft_cfg(smollm2_dir, data, tmp_path / "run", "unsloth"), events)
+    steps = events.of(TrainStep)
+    first, last = sum(s.loss for s in steps[:5]) / 5, sum(s.loss for s in steps[-5:]) / 5
+    print(json.dumps({"engine": "unsloth", "first5_loss": first, "last5_loss": last,
+                      "peak_vram_mb": torch.cuda.max_memory_allocated() / 2**20,
+                      "tokens_per_s": steps[-1].tokens_per_s, "seconds": result.seconds}))
+    assert last < first - 0.5
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    merged = merge(tmp_path / "run")
+    assert merged.max_logit_diff < 0.5  # 16-bit merge of a 4-bit-trained adapter; exact-NF4 dequantization
+
+
+def test_hf_engine_4bit_on_cuda_for_comparison(smollm2_dir, tmp_path):
+    """The same run through transformers+PEFT+bitsandbytes, printed next to Unsloth's numbers."""
+    from conftest import SAMPLE
+
+    from edgetune.events import Collect, TrainStep
+    from edgetune.train import train
+
+    events = Collect()
+    torch.cuda.reset_peak_memory_stats()
+    result = train(sft_cfg(smollm2_dir, SAMPLE / "pirate_chat.jsonl", tmp_path / "run", "hf"), events)
+    steps = events.of(TrainStep)
+    print(json.dumps({"engine": "hf", "first5_loss": sum(s.loss for s in steps[:5]) / 5,
+                      "last5_loss": sum(s.loss for s in steps[-5:]) / 5,
+                      "peak_vram_mb": torch.cuda.max_memory_allocated() / 2**20,
+                      "tokens_per_s": steps[-1].tokens_per_s, "seconds": result.seconds}))
+    assert steps[-1].loss < steps[0].loss
+
+
+def test_auto_engine_picks_unsloth_on_cuda():
+    from edgetune import config as C
+    from edgetune.engines import select
+    from edgetune.hardware import detect
+
+    cfg = C.RunConfig()
+    assert select("auto", detect(), cfg).name == "unsloth"

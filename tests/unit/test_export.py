@@ -1,0 +1,146 @@
+"""`edgetune export`: offline (network namespace / blocked sockets), atomic under SIGKILL, verified, Modelfile."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgetune import config as C
+from edgetune.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir):
+    """A trained tiny run (adapter only: export merges first)."""
+    import json as _json
+
+    root = tmp_path_factory.mktemp("export_run")
+    data = root / "chat.jsonl"
+    data.write_text("\n".join(_json.dumps({"messages": [{"role": "user", "content": f"Say {i}"},
+                                                        {"role": "assistant", "content": f"Arr! {i}"}]})
+                              for i in range(12)) + "\n")
+    run = root / "run"
+    cfg = C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
+                           "run_dir": str(run), "name": "tiny", "train": {"max_steps": 3}}, profile="cpu")
+    train(cfg)
+    return run
+
+
+def fresh_copy(run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    cfg = (dst / "config.toml").read_text().replace(str(run), str(dst))
+    (dst / "config.toml").write_text(cfg)
+    return dst
+
+
+def edgetune(*args):
+    return [sys.executable, "-m", "edgetune.cli", *map(str, args)]
+
+
+def test_export_merges_quantizes_verifies_and_writes_modelfile(tiny_run, tmp_path):
+    from edgetune.export.gguf_export import export_gguf
+
+    run = fresh_copy(tiny_run, tmp_path)
+    result = export_gguf(run, ["f16", "q8_0"])
+    names = sorted(p.name for p in (run / "gguf").glob("*.gguf") if "imatrix" not in p.name)
+    assert names == ["tiny.F16.gguf", "tiny.Q8_0.gguf"]
+    assert (run / "merged" / "config.json").is_file()
+    report = json.loads((run / "report.json").read_text())
+    f16 = next(r for r in report["export"]["files"] if r["type"] == "f16")
+    assert f16["top1"] >= 0.999 and f16["token_ids_identical"] and not f16["fidelity_failures"]
+    assert f16["stops_at_eos"] is False and "stop" in " ".join(f16["failures"])  # a random model never stops
+    modelfile = (run / "gguf" / "Modelfile").read_text()
+    assert "FROM ./tiny.Q8_0.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert (run / "report.md").is_file()
+    assert [p.name for p in result.files] == ["tiny.F16.gguf", "tiny.Q8_0.gguf"]
+    assert not list((run / "gguf").glob(".*.tmp"))
+
+
+def test_f16_is_an_intermediate_unless_asked(tiny_run, tmp_path):
+    from edgetune.export.gguf_export import export_gguf
+
+    run = fresh_copy(tiny_run, tmp_path)
+    export_gguf(run, ["q8_0"], imatrix=False)
+    assert sorted(p.name for p in (run / "gguf").glob("*.gguf")) == ["tiny.Q8_0.gguf"]
+
+
+def test_unknown_type_is_a_clear_error(tiny_run, tmp_path, capsys):
+    from edgetune.cli import main
+
+    code = main(["export", str(fresh_copy(tiny_run, tmp_path)), "--gguf", "q4_k_x"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown GGUF type 'q4_k_x'" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root + unshare -n")
+def test_export_in_a_network_namespace(tiny_run, tmp_path):
+    """No network at all (only a down loopback): the whole export still works."""
+    run = fresh_copy(tiny_run, tmp_path)
+    probe = subprocess.run(["unshare", "-n", sys.executable, "-c",
+                            "import socket; s=socket.socket(); s.settimeout(1); print(s.connect_ex(('1.1.1.1', 443)))"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() != "0", "the namespace must have no route out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}  # prove it needs no flag
+    out = subprocess.run(["unshare", "-n", *edgetune("export", run, "--gguf", "q4_k_m")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "gguf" / "tiny.Q4_K_M.gguf").is_file()
+
+
+def test_export_with_sockets_blocked(tiny_run, tmp_path, monkeypatch):
+    """Same guarantee where namespaces are unavailable: any connection attempt fails the test."""
+    from edgetune.export.gguf_export import export_gguf
+
+    def refuse(*a, **k):
+        raise AssertionError(f"network access attempted: {a}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    run = fresh_copy(tiny_run, tmp_path)
+    export_gguf(run, ["q8_0"])
+    assert (run / "gguf" / "tiny.Q8_0.gguf").is_file()
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory, tiny_tokenizer_dir):
+    """A run whose merged model is ~90 MB in F16, so a kill can land mid-write."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("big_run")
+    run = root / "run"
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=1024, intermediate_size=2816,
+                                         num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=4,
+                                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id))
+    model.to(torch.float16).save_pretrained(run / "merged")
+    tok.save_pretrained(run / "merged")
+    cfg = C.RunConfig(name="big", run_dir=str(run))
+    cfg.save(run / "config.toml")
+    return run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_export_leaves_no_file_at_the_final_path(big_run, sig):
+    gguf_dir = big_run / "gguf"
+    shutil.rmtree(gguf_dir, ignore_errors=True)
+    proc = subprocess.Popen(edgetune("export", big_run, "--gguf", "f16"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(gguf_dir.glob(".*.tmp")):
+        time.sleep(0.002)
+    assert list(gguf_dir.glob(".*.tmp")), "the converter writes to a temp file first"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list(gguf_dir.glob("*.gguf")), "nothing at a final path"
+    if sig == signal.SIGTERM:
+        assert not list(gguf_dir.glob(".*.tmp")), "a catchable signal also removes the temp file"
