@@ -61,6 +61,7 @@ class LlamaCppBackend:
     def __init__(self, path: Path, n_ctx: int = 2048):
         from llama_cpp import Llama
 
+        n_ctx = min(n_ctx, trained_context(path) or n_ctx)
         try:  # the chat template and EOS come from the GGUF's own metadata
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False)
         except Exception as e:
@@ -78,6 +79,19 @@ class LlamaCppBackend:
                 yield text
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+
+
+def trained_context(path: Path) -> int | None:
+    """The model's training context length from the GGUF header (a larger n_ctx only wastes KV-cache memory)."""
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(str(path)).fields
+        arch = bytes(fields["general.architecture"].parts[-1]).decode()
+        f = fields.get(f"{arch}.context_length")
+        return int(f.parts[f.data[0]][0]) if f else None
+    except Exception:  # noqa: BLE001 - only a sizing hint; llama.cpp reports real problems when loading
+        return None
 
 
 class HFBackend:
@@ -134,6 +148,10 @@ def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
         if backend == "hf":
             raise EdgetuneError("--backend hf cannot read a .gguf file", hint="use --backend llamacpp (or auto)")
         return "llamacpp", p, None
+    if not p.exists():  # `default` or a hub id: the HF model itself
+        from edgetune.models import resolve
+
+        return "hf", Path(resolve(target).path), None
     if not p.is_dir():
         raise ModelError(f"{target}: not a .gguf file or a directory", hint="pass a run directory, a merged model dir or a .gguf file")
     if (p / runs.CONFIG).is_file():  # a run directory: newest artefact first
@@ -166,24 +184,34 @@ def open_chat(target: str, backend: str = "auto", system: str | None = None, max
     return ChatSession(impl, label, system, max_tokens, temperature)
 
 
-def chat_loop(session: ChatSession, prompt: str | None = None, stdin=None, stdout=None) -> None:
+def chat_loop(session: ChatSession, prompt: str | None = None, stdin=None, stdout=None,
+              compare: ChatSession | None = None) -> None:
+    """Answer `prompt`, or each stdin line (piped), or an interactive conversation; with `compare`, both models
+    answer every prompt, one after the other, each reply labelled."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    sessions = [session] + ([compare] if compare else [])
 
     def write(text):
         stdout.write(text)
         stdout.flush()
 
+    def answer(text: str, keep_history: bool):
+        for s in sessions:
+            if compare:
+                write(f"[{s.label}] ")
+            s.ask(text, keep_history=keep_history, on_text=write)
+            write("\n")
+
     if prompt is not None:
-        session.ask(prompt, keep_history=False, on_text=write)
-        write("\n")
+        answer(prompt, keep_history=False)
         return
     if not stdin.isatty():  # scripted: one independent reply per line
         for line in stdin:
             if line.strip():
-                session.ask(line.rstrip("\n"), keep_history=False, on_text=write)
-                write("\n")
+                answer(line.rstrip("\n"), keep_history=False)
         return
-    sys.stderr.write(f"chatting with {session.label}; /reset clears history, /quit or Ctrl-D exits\n")
+    names = " vs ".join(s.label for s in sessions)
+    sys.stderr.write(f"chatting with {names}; /reset clears history, /quit or Ctrl-D exits\n")
     while True:
         try:
             line = input("> ")
@@ -193,8 +221,8 @@ def chat_loop(session: ChatSession, prompt: str | None = None, stdin=None, stdou
         if line.strip() in ("/quit", "/exit"):
             return
         if line.strip() == "/reset":
-            session.history.clear()
+            for s in sessions:
+                s.history.clear()
             continue
         if line.strip():
-            session.ask(line, on_text=write)
-            write("\n")
+            answer(line, keep_history=True)

@@ -206,12 +206,16 @@ def chat(
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply in tokens."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A second model (e.g. the base) answering every prompt too."),
 ):
     """Chat with a model offline; with piped stdin, one reply per input line."""
     from edgetune.chat import chat_loop, open_chat
 
     session = open_chat(model, backend=backend, system=system, max_tokens=max_tokens, temperature=temperature)
-    chat_loop(session, prompt=prompt)
+    other = None
+    if compare:
+        other = open_chat(compare, backend="auto", system=system, max_tokens=max_tokens, temperature=temperature)
+    chat_loop(session, prompt=prompt, compare=other)
 
 
 @app.command()

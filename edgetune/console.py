@@ -125,6 +125,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
     # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing; we never fetch it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # llama.cpp's own log (per-tensor quantize lines, loader dumps) goes through this logger; errors still show.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     try:
         import datasets
         import transformers

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
 DEMO_PROMPTS = ["What is the capital of Italy?", "How do I make my code run faster?", "Tell me a fun fact about octopuses."]
-EVAL_ROWS = 12  # held-out rows scored per model: enough to see the style change, short enough for the time budget
+EVAL_ROWS = 8  # held-out rows scored per model: enough to see the style change, short enough for the time budget
 
 
 def sample_path(name: str) -> Path:
@@ -31,7 +31,7 @@ def demo_config(run_dir: Path, max_steps: int):
     return C.resolve(None, overrides, detect_profile=detect_profile)
 
 
-def answers(backend, prompts: list[str], max_tokens: int = 64) -> list[tuple[str, str]]:
+def answers(backend, prompts: list[str], max_tokens: int = 48) -> list[tuple[str, str]]:
     """Greedy replies with their finish reason."""
     out = []
     for p in prompts:
@@ -71,8 +71,9 @@ def run_demo(run_dir: Path | None = None, max_steps: int = 40, sink=null_sink) -
     tuned.llm.close()
 
     rows = load_eval_rows(sample_path("pirate_eval.jsonl"))[:EVAL_ROWS]
-    targets = [t for t in targets_for(str(run_dir), sink) if "F16" not in t[0]]
-    results = evaluate_targets(targets, rows, max_tokens=48, sink=sink, match=PIRATE_MATCH)
+    # Base (transformers) vs the file a user would ship (Q4_K_M, llama.cpp); `edgetune eval RUN` scores them all.
+    targets = [t for t in targets_for(str(run_dir), sink) if t[0].startswith("base") or "Q4_K_M" in t[0]]
+    results = evaluate_targets(targets, rows, max_tokens=24, sink=sink, match=PIRATE_MATCH)
     write_eval_report(run_dir, results, str(sample_path("pirate_eval.jsonl")))
     from edgetune.export.report_md import write_report_md
 

@@ -21,7 +21,6 @@ from .types import GGUF_TYPES
 AUTO_CANDIDATES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
 IMATRIX_TYPES = ("q5_k_m", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")  # where an importance matrix measurably helps
 CALIBRATION_ROWS = 32
-CHAT_PROMPTS = ["What is the capital of France?", "Give me one tip for learning to code.", "Say hello in one sentence."]
 
 
 @dataclass
@@ -70,7 +69,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     from .modelfile import write_modelfile
     from .quantize import compute_imatrix, quantize
     from .report_md import write_report_md
-    from .verify import HFReference, check_gate, heldout_texts, verify_gguf
+    from .verify import DEFAULT_CHAT_PROMPTS, HFReference, check_gate, heldout_texts, verify_gguf
 
     t0 = time.time()
     run_dir = runs.require_run_dir(run_dir)
@@ -106,7 +105,8 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
         if texts:
             sink(StageStarted("imatrix", f"{len(texts)} training conversations"))
             t1 = time.time()
-            imatrix_path = compute_imatrix(merged, texts, out_dir / f"{name}.imatrix.gguf", sink=sink)
+            # GGUF inside, but not a model: no .gguf suffix, so nothing that globs *.gguf mistakes it for one
+            imatrix_path = compute_imatrix(merged, texts, out_dir / f"{name}.imatrix", sink=sink)
             sink(StageFinished("imatrix", time.time() - t1))
     for q in quants:
         files.append(quantize(f16, out_dir / file_name(name, q), q, sink,
@@ -117,9 +117,9 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
         sink(StageStarted("verify", f"{len(files)} file(s) against {merged.name}/"))
         t1 = time.time()
         ref = HFReference(merged)
-        texts = heldout_texts(run_dir, ref.tokenizer if hasattr(ref, "tokenizer") else tokenizer, sink=sink)
+        texts = heldout_texts(run_dir, ref.tokenizer, sink=sink)
         for path, qtype in zip(files, ["f16", *(["bf16"] if "bf16" in wanted else []), *quants]):
-            result = verify_gguf(path, ref, texts, CHAT_PROMPTS, qtype, sink)
+            result = verify_gguf(path, ref, texts, DEFAULT_CHAT_PROMPTS, qtype, sink)
             result["imatrix"] = bool(imatrix_path) and qtype in IMATRIX_TYPES
             results.append(result)
             sink(Note(summary_line(result)))

@@ -157,7 +157,7 @@ def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompt
         "top1_ties_ok": round(top1_ties, 5),  # the gated number: near-ties of the HF model count as agreement
         "mean_kld": round(max(kld, 0.0), 6),  # float noise can make an exact match a hair negative
         "positions": positions,
-        "stops_at_eos": bool(finish_reasons) and all(r == "stop" for r in finish_reasons),
+        "stops_at_eos": all(r == "stop" for r in finish_reasons) if finish_reasons else None,  # None: not asked
         "finish_reasons": finish_reasons,
         "replies": replies,
         "n_vocab": {"gguf": n_vocab, "hf_embedding_rows": ref.embedding_rows, "tokenizer": ref.tokenizer_len},
@@ -218,7 +218,7 @@ def _fidelity_failures(r: dict) -> list[str]:
 
 
 def _behaviour_failures(r: dict) -> list[str]:
-    if r["stops_at_eos"]:
+    if r["stops_at_eos"] is not False:
         return []
     n_len = sum(f != "stop" for f in r["finish_reasons"])
     return [f"{n_len} of {len(r['finish_reasons'])} greedy chat replies did not stop within {CHAT_MAX_TOKENS} "

@@ -90,6 +90,8 @@ def test_gguf_with_a_different_tokenizer_fails_the_gate(tiny_model_dir, ref, tex
     assert not r["token_ids_identical"] and r["token_mismatches"]
     first = r["token_mismatches"][0]
     assert first["hf"] != first["gguf"] and first["text"]
+    assert len(r["finish_reasons"]) == 1  # one prompt asked
+    assert verify.verify_gguf(path, ref, texts[:1], [], "f16")["stops_at_eos"] is None  # no prompts: not checked
     with pytest.raises(ExportError, match="token ids differ"):
         verify.check_gate(r)
     assert any(isinstance(e, Note) and e.level == "warning" for e in events.events)
