@@ -15,6 +15,12 @@ from edgetune import runs
 from edgetune.errors import EdgetuneError, ModelError
 
 
+# Deployed sampling default, as Ollama ships it: a mild repetition penalty. Greedy decoding of small quantized models
+# loops without one (SmolLM2-135M Q4_K_M after the demo: 4 of 36 prompts never stopped at 1.0, 0 of 36 at 1.1).
+# The Modelfile, `edgetune chat` and the export's stop-at-EOS check all use this value.
+REPEAT_PENALTY = 1.1
+
+
 class Backend(Protocol):
     name: str
 
@@ -58,7 +64,8 @@ class ChatSession:
 class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, path: Path, n_ctx: int = 2048):
+    def __init__(self, path: Path, n_ctx: int = 2048, repeat_penalty: float = REPEAT_PENALTY):
+        self.repeat_penalty = repeat_penalty
         from llama_cpp import Llama
 
         n_ctx = min(n_ctx, trained_context(path) or n_ctx)
@@ -72,7 +79,7 @@ class LlamaCppBackend:
     def stream(self, messages, max_tokens, temperature):
         self.finish_reason = "stop"
         for chunk in self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                                     stream=True, seed=0):
+                                                     repeat_penalty=self.repeat_penalty, stream=True, seed=0):
             choice = chunk["choices"][0]
             text = choice.get("delta", {}).get("content")
             if text:
@@ -97,8 +104,9 @@ def trained_context(path: Path) -> int | None:
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, repeat_penalty: float = REPEAT_PENALTY):
         self.model, self.tokenizer = model, tokenizer
+        self.repeat_penalty = repeat_penalty
         self.finish_reason = "stop"
 
     @classmethod
@@ -123,7 +131,7 @@ class HFBackend:
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**enc, max_new_tokens=max_tokens, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=self.tokenizer.eos_token_id)
+                      eos_token_id=self.tokenizer.eos_token_id, repetition_penalty=self.repeat_penalty)
         kwargs.update(do_sample=True, temperature=temperature) if temperature > 0 else kwargs.update(do_sample=False)
         out = {}
 
@@ -175,11 +183,12 @@ def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
 
 
 def open_chat(target: str, backend: str = "auto", system: str | None = None, max_tokens: int = 256,
-              temperature: float = 0.0) -> ChatSession:
+              temperature: float = 0.0, repeat_penalty: float = REPEAT_PENALTY) -> ChatSession:
     if backend not in ("auto", "hf", "llamacpp"):
         raise EdgetuneError(f"--backend {backend!r} is not known", hint="use auto, hf or llamacpp")
     kind, path, adapter = resolve_target(target, backend)
-    impl = LlamaCppBackend(path) if kind == "llamacpp" else HFBackend.from_dir(path, adapter)
+    impl = LlamaCppBackend(path, repeat_penalty=repeat_penalty) if kind == "llamacpp" else HFBackend.from_dir(path, adapter)
+    impl.repeat_penalty = repeat_penalty
     label = f"{path.name} ({kind}{' + adapter' if adapter else ''})"
     return ChatSession(impl, label, system, max_tokens, temperature)
 

@@ -150,10 +150,10 @@ def _print_export_table(result) -> None:
     from rich.table import Table
 
     table = Table(title="GGUF export (verified against the merged model)")
-    for col in ("file", "size MB", "top-1", "mean KLD", "token ids", "stops at EOS", "kept", "status"):
-        table.add_column(col)
+    for col in ("type", "size MB", "top-1", "mean KLD", "token ids", "stops at EOS", "kept", "status"):
+        table.add_column(col, no_wrap=True)
     for r in result.results:
-        table.add_row(Path(r["file"]).name, f"{r['size_bytes'] / 1e6:.1f}", f"{r['top1']:.3f}", f"{r['mean_kld']:.4f}",
+        table.add_row(r["type"].upper(), f"{r['size_bytes'] / 1e6:.1f}", f"{r['top1']:.3f}", f"{r['mean_kld']:.4f}",
                       "identical" if r["token_ids_identical"] else "DIFFER", "yes" if r["stops_at_eos"] else "NO",
                       "yes" if r.get("kept", True) else "no", "ok" if r["passed"] else "FAILED")
     Console().print(table)
@@ -161,6 +161,8 @@ def _print_export_table(result) -> None:
         typer.echo(f"auto: kept {result.chosen.upper()}")
     if result.modelfile:
         typer.echo(f"Ollama: cd {result.modelfile.parent} && ollama create NAME -f Modelfile")
+    for f in result.files:
+        typer.echo(f"wrote {f}")
     if result.files:
         typer.echo(f"chat: edgetune chat {result.files[-1]}")
 
@@ -207,14 +209,14 @@ def chat(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),
     compare: Optional[str] = typer.Option(None, "--compare", help="A second model (e.g. the base) answering every prompt too."),
+    repeat_penalty: float = typer.Option(1.1, "--repeat-penalty", help="Repetition penalty (1.0 = off; 1.1 is Ollama's default)."),
 ):
     """Chat with a model offline; with piped stdin, one reply per input line."""
     from edgetune.chat import chat_loop, open_chat
 
-    session = open_chat(model, backend=backend, system=system, max_tokens=max_tokens, temperature=temperature)
-    other = None
-    if compare:
-        other = open_chat(compare, backend="auto", system=system, max_tokens=max_tokens, temperature=temperature)
+    kw = dict(system=system, max_tokens=max_tokens, temperature=temperature, repeat_penalty=repeat_penalty)
+    session = open_chat(model, backend=backend, **kw)
+    other = open_chat(compare, backend="auto", **kw) if compare else None
     chat_loop(session, prompt=prompt, compare=other)
 
 

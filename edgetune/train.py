@@ -102,6 +102,9 @@ def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) ->
 
     sink(StageStarted("load", resolved.ref))
     t0 = time.time()
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # LoRA init happens at load, before the Trainer seeds: same seed, same run
     model, tokenizer = engine.load_for_training(resolved, cfg, precision)
     ensure_template_kept(tokenizer, cfg)
     sink(StageFinished("load", time.time() - t0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from edgetune.chat import REPEAT_PENALTY
 from edgetune.errors import ExportError
 from edgetune.runs import atomic_write_text
 
@@ -68,6 +69,7 @@ def write_modelfile(gguf_dir: Path, gguf_file: str, model_dir: Path, system: str
     lines += [f'TEMPLATE """{_ollama_template(style)}"""', ""]
     for token in stop_tokens(tokenizer, style):
         lines.append(f'PARAMETER stop "{token}"')
+    lines.append(f"PARAMETER repeat_penalty {REPEAT_PENALTY}")  # what the export's stop-at-EOS check used
     if system:
         if default_system and system == default_system:
             lines += ["", "# the chat template's default system message (used when a chat has none)"]

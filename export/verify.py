@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.chat import REPEAT_PENALTY  # stop-at-EOS is checked with the sampling settings users deploy
 from edgetune.errors import ExportError
 from edgetune.events import Note, Progress, null_sink
 
@@ -221,7 +222,7 @@ def _behaviour_failures(r: dict) -> list[str]:
     if r["stops_at_eos"] is not False:
         return []
     n_len = sum(f != "stop" for f in r["finish_reasons"])
-    return [f"{n_len} of {len(r['finish_reasons'])} greedy chat replies did not stop within {CHAT_MAX_TOKENS} "
+    return [f"{n_len} of {len(r['finish_reasons'])} greedy chat replies (repeat penalty {REPEAT_PENALTY}) did not stop within {CHAT_MAX_TOKENS} "
             "tokens (the model does not end its turn; train longer or check that assistant turns end with the "
             "end-of-turn token)"]
 
@@ -279,7 +280,7 @@ def _chat(llm, prompts: list[str], sink) -> tuple[list[str], list[str]]:
     for i, prompt in enumerate(prompts):
         llm.reset()
         out = llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=CHAT_MAX_TOKENS,
-                                         temperature=0.0, seed=SEED)
+                                         temperature=0.0, seed=SEED, repeat_penalty=REPEAT_PENALTY)
         choice = out["choices"][0]
         reasons.append(choice.get("finish_reason") or "length")
         replies.append((choice["message"].get("content") or "")[:200])
