@@ -38,6 +38,13 @@ def _sink():
     return RichSink()
 
 
+@app.callback(invoke_without_command=True)
+def root(ctx: typer.Context):
+    """Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
 @app.command()
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=H("model.ref")),
@@ -264,7 +271,6 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import click
     import signal
 
     # SIGTERM (kill, a closing terminal) unwinds like Ctrl-C, so temp files are removed and nothing half-written
@@ -274,25 +280,24 @@ def main(argv: list[str] | None = None) -> int:
         from edgetune.console import quiet_libraries
 
         quiet_libraries()
+    from edgetune.console import render_error
+
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="edgetune")
         return rv if isinstance(rv, int) else 0
     except Interrupted as e:
-        from edgetune.console import render_error
-
         render_error(e)
         return 130
     except EdgetuneError as e:
-        from edgetune.console import render_error
-
         render_error(e)
         return 1
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except typer.TyperException as e:  # usage errors (typer vendors click: these are not click's classes)
+        show = getattr(e, "show", None)
+        show() if show else sys.stderr.write(f"error: {e.format_message()}\n")
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")
         return 130
 

@@ -75,3 +75,14 @@ def test_doctor_lists_the_stack(capsys):
     code, text = run_cli(capsys, "doctor")
     for name in ("torch", "bitsandbytes", "llama.cpp binding", "unsloth", "free disk"):
         assert name in text
+
+
+@pytest.mark.parametrize("args", [["trian"], ["train", "--max-steps", "x"]])
+def test_usage_errors_exit_2_without_traceback(args):
+    out = subprocess.run([sys.executable, "-m", "edgetune.cli", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "Error:" in out.stderr
+
+
+def test_no_arguments_shows_the_commands():
+    out = subprocess.run([sys.executable, "-m", "edgetune.cli"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "export" in out.stdout

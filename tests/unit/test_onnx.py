@@ -1,0 +1,140 @@
+"""ONNX export on the tiny model: every variant builds, loads in plain onnxruntime and matches transformers; KV-cache
+generation equals full-sequence greedy; the write is atomic; the fp32 gate raises on a broken model."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime_genai")
+
+from edgetune import config as C  # noqa: E402
+from edgetune.errors import ExportError  # noqa: E402
+from edgetune.export import onnx_export  # noqa: E402
+from edgetune.export.onnx_export import VARIANTS, export_onnx  # noqa: E402
+from edgetune.export.onnx_runtime import OnnxBackend, OnnxModel, onnx_model_dirs  # noqa: E402
+
+IDS = [5, 17, 42, 99, 7, 300, 12, 64, 128, 3, 250, 11]
+
+
+def make_run(root, model_dir):
+    """A run dir without training: config.toml + merged/ (export needs nothing else)."""
+    data = root / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}"},
+                                                       {"role": "assistant", "content": f"Arr! {i}"}]})
+                              for i in range(12)) + "\n")
+    run = root / "run"
+    cfg = C.resolve(None, {"model": {"ref": str(model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
+                           "run_dir": str(run), "name": "tiny"}, profile="cpu")
+    run.mkdir()
+    cfg.save(run / "config.toml")
+    shutil.copytree(model_dir, run / "merged")
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_dir):
+    run = make_run(tmp_path_factory.mktemp("onnx_run"), tiny_model_dir)
+    return run, export_onnx(run, list(VARIANTS))
+
+
+@pytest.fixture(scope="module")
+def hf_logits(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([IDS])).logits[0].numpy()
+
+
+def test_every_variant_written_with_tokenizer_and_reported(exported):
+    run, results = exported
+    assert [r["type"] for r in results] == list(VARIANTS)
+    for v in VARIANTS:
+        folder = run / "onnx" / v
+        for name in ("model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json"):
+            assert (folder / name).is_file(), f"{v}: {name}"
+    assert [d.name for d in onnx_model_dirs(run)] == list(VARIANTS)
+    assert not list((run / "onnx").glob(".*"))  # no temp folders left behind
+    report = json.loads((run / "report.json").read_text())
+    fp32 = next(r for r in report["onnx"]["variants"] if r["type"] == "fp32")
+    assert fp32["top1"] >= 0.999 and fp32["token_ids_identical"] and not fp32["fidelity_failures"]
+    assert fp32["stops_at_eos"] is False  # a random model never ends its turn: reported, not raised
+    assert report["onnx"]["exporter"]["onnxruntime"]
+
+
+@pytest.mark.parametrize("variant,atol", [("fp32", 1e-4), ("fp16", 2e-2), ("int8", 0.05), ("int4", 0.2)])
+def test_logits_match_transformers(exported, hf_logits, variant, atol):
+    run, _ = exported
+    ours = OnnxModel(run / "onnx" / variant).logits(IDS)
+    assert ours.shape == hf_logits.shape
+    assert np.abs(ours - hf_logits).max() < atol
+    if variant in ("fp32", "fp16"):
+        assert (ours.argmax(-1) == hf_logits.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int4"])
+def test_kv_cache_generation_equals_full_sequence_greedy(exported, variant):
+    run, _ = exported
+    model = OnnxModel(run / "onnx" / variant)
+    prompt = IDS[:5]
+    new = list(model.generate(prompt, 8, temperature=0.0, repeat_penalty=1.0, eos_ids=set()))
+    ids = list(prompt)
+    for _ in range(8):  # no cache: re-run the whole sequence for every token
+        ids.append(int(model.logits(ids)[-1].argmax()))
+    assert new == ids[len(prompt):]
+    cached = model.forward(prompt[:3], model.empty_cache())[1]
+    step = model.forward(prompt[3:], cached)[0]
+    assert np.abs(step - model.logits(prompt)[3:]).max() < (1e-4 if variant == "fp32" else 0.2)
+
+
+def test_backend_chats_with_the_saved_template(exported):
+    run, _ = exported
+    backend = OnnxBackend(run / "onnx" / "fp32")
+    text = "".join(backend.stream([{"role": "user", "content": "Hi"}], 5, 0.0))
+    assert backend.finish_reason == "length" and isinstance(text, str)
+    assert backend.prompt_ids([{"role": "user", "content": "Hi"}])[-1] != backend.tokenizer.eos_token_id
+
+
+def test_failed_build_leaves_nothing_at_the_final_path(tmp_path, tiny_model_dir, monkeypatch):
+    import subprocess
+
+    def broken(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, "", "simulated builder crash")
+
+    monkeypatch.setattr(onnx_export.subprocess, "run", broken)
+    final = tmp_path / "onnx" / "fp32"
+    with pytest.raises(ExportError, match="simulated builder crash"):
+        onnx_export.build_variant(tiny_model_dir, final, "fp32")
+    assert not final.exists() and not list((tmp_path / "onnx").iterdir())
+
+
+def test_interrupt_leaves_nothing_at_the_final_path(tmp_path, tiny_model_dir, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export.subprocess, "run", interrupted)
+    final = tmp_path / "onnx" / "int4"
+    with pytest.raises(KeyboardInterrupt):
+        onnx_export.build_variant(tiny_model_dir, final, "int4")
+    assert not final.exists() and not list((tmp_path / "onnx").iterdir())
+
+
+def test_fp32_gate_raises_on_a_model_that_differs(exported, tmp_path, tiny_tokenizer_dir):
+    from edgetune.export.onnx_verify import check_onnx_gate, verify_variants
+    from edgetune.export.verify import GENERIC_TEXTS, HFReference
+
+    run, _ = exported
+    other = __import__("tinymodels").build_tiny_model(tmp_path / "other", tiny_tokenizer_dir, seed=1)
+    [result] = verify_variants(None, {"fp32": run / "onnx" / "fp32"}, ref=HFReference(other),
+                               texts=GENERIC_TEXTS[:2], chat_prompts=[])
+    assert result["top1"] < 0.9
+    with pytest.raises(ExportError, match="top-1 agreement"):
+        check_onnx_gate(result)
+
+
+def test_unknown_variant_is_a_user_error():
+    with pytest.raises(ExportError, match="unknown ONNX variant 'int2'"):
+        onnx_export.normalise_variants(["int2"])
