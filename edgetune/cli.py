@@ -67,8 +67,13 @@ def train(
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help=H("train.packing")),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=H("model.trust_remote_code")),
     name: Optional[str] = typer.Option(None, "--name", help=H("name")),
+    stages: Optional[str] = typer.Option(None, "--stages", help=H("method.stages") + " Comma-separated."),
+    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Repeatable."),
+    reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
+    beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
+    num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
 ):
-    """Fine-tune a model (SFT with LoRA/QLoRA) into a run directory."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
@@ -84,7 +89,10 @@ def train(
                        train__grad_accum=grad_accum, train__max_length=max_length, train__save_steps=save_steps,
                        lora__r=lora_r, lora__alpha=lora_alpha, model__load_in_4bit=load_in_4bit,
                        train__packing=packing, model__trust_remote_code=trust_remote_code, name=name,
-                       run_dir=str(run_dir) if run_dir else None)
+                       run_dir=str(run_dir) if run_dir else None,
+                       method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
+                       data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
+                       method__num_generations=num_generations)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:
         cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -28,7 +28,7 @@ def opt(default: Any, help: str, choices: tuple | None = None, factory: bool = F
 
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = ("sft",)
+METHODS = ("sft", "dpo", "kto", "grpo")
 ENGINES = ("auto", "unsloth", "hf")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion")
@@ -51,11 +51,22 @@ class DataConfig:
     system_prompt: str = opt("", "System message prepended to every conversation that has none.")
     eval_fraction: float = opt(0.0, "Fraction of examples held out for evaluation (0 = none).")
     max_examples: int = opt(0, "Use at most this many examples (0 = all).")
+    stage_paths: list[str] = opt([], "Data for each stage of a multi-stage run, as METHOD=PATH (e.g. dpo=pairs.jsonl); a stage without one uses `path`.", factory=True)
 
 
 @dataclass
 class MethodConfig:
-    name: str = opt("sft", "Training method.", METHODS)
+    name: str = opt("sft", "Training method: sft, dpo (preference pairs), kto (unpaired labels) or grpo (rewards).", METHODS)
+    stages: list[str] = opt([], "Run several methods in order on one run dir (e.g. sft,dpo), each starting from the previous stage's adapter; data per stage in `data.stage_paths`.", factory=True)
+    beta: float = opt(0.1, "DPO/KTO/GRPO: strength of the pull towards the reference model (KL coefficient for GRPO uses `kl_beta`).")
+    rewards: list[str] = opt(["answer_match"], "GRPO reward functions, NAME[=WEIGHT] or module:function[=WEIGHT].", factory=True)
+    reward_pattern: str = opt(r"^Arr!", "Regex for the `regex_format` reward (a completion matching it scores 1).")
+    numeric_tolerance: float = opt(1e-6, "Relative tolerance for the `numeric_match` reward.")
+    on_reward_error: str = opt("skip", "When a reward function raises: `skip` scores that completion 0 and warns, `stop` ends the run cleanly.", ("skip", "stop"))
+    num_generations: int = opt(4, "GRPO: completions sampled per prompt (the group size).")
+    max_completion_length: int = opt(64, "GRPO: longest sampled completion in tokens.")
+    kl_beta: float = opt(0.0, "GRPO: KL coefficient to the reference model (0 = no reference model, less memory).")
+    temperature: float = opt(1.0, "GRPO: sampling temperature for completions.")
 
 
 @dataclass
@@ -248,6 +259,19 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append(f"`lora.dropout` = {lora.dropout}; set a value in [0, 1)")
     if not lora.target_modules:
         p.append("`lora.target_modules` is empty; list module names such as q_proj, v_proj")
+    m = cfg.method
+    for st in m.stages:
+        if st not in METHODS:
+            p.append(f"`method.stages` has {st!r}; set methods from: {', '.join(METHODS)} (e.g. [\"sft\", \"dpo\"])")
+    if m.name == "grpo" or "grpo" in m.stages:
+        if m.num_generations < 2:
+            p.append(f"`method.num_generations` = {m.num_generations}; GRPO needs at least 2 completions per prompt")
+        if m.max_completion_length < 1:
+            p.append("`method.max_completion_length` must be positive")
+        if not m.rewards:
+            p.append("`method.rewards` is empty; name at least one reward, e.g. answer_match")
+    if m.beta < 0:
+        p.append(f"`method.beta` = {m.beta}; set a non-negative value such as 0.1")
     if cfg.export.max_kld <= 0:
         p.append(f"`export.max_kld` = {cfg.export.max_kld}; set a positive KL divergence budget such as 0.05")
     if not 0 <= cfg.data.eval_fraction < 1:

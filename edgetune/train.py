@@ -38,10 +38,17 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
     t = cfg.train
 
     def make(batch):
-        return estimate(shape, r=cfg.lora.r, n_targets=len(cfg.lora.target_modules), batch=batch, seq=t.max_length,
+        # DPO runs chosen and rejected through the model: twice the activations of SFT at the same batch.
+        return estimate(shape, r=cfg.lora.r, n_targets=len(cfg.lora.target_modules), batch=seq_for(batch), seq=t_seq,
                         load_in_4bit=cfg.model.load_in_4bit, checkpointing=t.gradient_checkpointing,
                         compute_bytes=precision.nbytes, device=hw.device, eight_bit_optim=hw.device == "cuda")
 
+    m = cfg.method
+    if m.name == "grpo":  # a step holds batch completions of prompt + completion tokens, and generates them
+        seq_for = lambda batch: batch * max(1, m.num_generations // max(1, batch))  # noqa: E731
+        t_seq = min(t.max_length, 256 + m.max_completion_length)
+    else:
+        seq_for, t_seq = (lambda batch: batch * (2 if m.name == "dpo" else 1)), t.max_length  # noqa: E731
     budget = hw.vram_gb * 0.92 if hw.device == "cuda" else hw.ram_gb * 0.8
     batch, accum, est = fit_batch(make, t.batch_size, t.grad_accum, budget)
     if batch != t.batch_size:
@@ -54,11 +61,35 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
                   "enable model.load_in_4bit and train.gradient_checkpointing, or use a smaller model", "warning"))
 
 
+def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):
+    """Preference (dpo, kto) or prompt/answer (grpo) rows, checked with file:line problems."""
+    from datasets import Dataset
+
+    from edgetune.data.preference import load_method_rows
+
+    rows, problems = load_method_rows(cfg.data.path, cfg.method.name, cfg.data.split)
+    if cfg.data.max_examples:
+        rows = rows[: cfg.data.max_examples]
+    report = {"source": cfg.data.path, "format": cfg.method.name, "n_valid": len(rows), "n_rejected": len(problems),
+              "problems": [p.to_dict() for p in problems]}
+    runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report, indent=2, default=str))
+    sink(Note(f"data: {len(rows)} {cfg.method.name} rows, {len(problems)} rejected"))
+    for p in problems[:5]:
+        sink(Note(f"skipped {p}", "warning"))
+    ds = Dataset.from_list(rows)
+    if cfg.data.eval_fraction > 0 and len(ds) >= 10 and cfg.method.name != "grpo":
+        split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
+        return split["train"], split["test"]
+    return ds, None
+
+
 def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     """Tokenize and mask the dataset, write data_report.json, and split off an eval set if asked."""
     from edgetune.data import build_dataset, ensure_chat_template
 
     ensure_chat_template(tokenizer, cfg.model.chat_template)
+    if cfg.method.name != "sft":
+        return prepare_method_rows(cfg, run_dir, sink)
     ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
     runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
     sink(Note(f"data: {report.n_valid} examples ({report.format}), {report.n_rejected} rejected, "
@@ -73,7 +104,19 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
 
 
 def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) -> TrainResult:
-    """Run SFT for `cfg` into `cfg.run_dir`. `stopper` (a StopOnSignal) lets a UI stop it like Ctrl-C does."""
+    """Train `cfg` into `cfg.run_dir` (every stage of `method.stages` in order, when given).
+
+    `stopper` (a StopOnSignal) lets a UI stop it like Ctrl-C does.
+    """
+    if cfg.method.stages:
+        from edgetune.stages import train_stages
+
+        return train_stages(cfg, sink, resume, stopper)
+    return train_one(cfg, sink, resume, stopper)
+
+
+def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None, init_adapter: Path | None = None) -> TrainResult:
+    """One method into `cfg.run_dir`; `init_adapter` continues from an earlier stage's LoRA adapter."""
     from edgetune import engines, hardware, models
     from edgetune.callbacks import EventCallback, StopOnSignal
 
@@ -105,15 +148,14 @@ def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) ->
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # LoRA init happens at load, before the Trainer seeds: same seed, same run
-    model, tokenizer = engine.load_for_training(resolved, cfg, precision)
+    model, tokenizer = engine.load_for_training(resolved, cfg, precision, init_adapter=init_adapter)
     ensure_template_kept(tokenizer, cfg)
     sink(StageFinished("load", time.time() - t0))
 
-    from edgetune.methods import sft
-
     stopper = stopper or StopOnSignal()
-    trainer = sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, run_dir / runs.CHECKPOINTS, precision,
-                                callbacks=[EventCallback(sink, engine.name, cfg.method.name), stopper])
+    callbacks = [EventCallback(sink, engine.name, cfg.method.name), stopper]
+    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, cfg, run_dir / runs.CHECKPOINTS, precision,
+                            callbacks, sink)
     sink(StageStarted("train", f"{cfg.method.name} with {engine.name}"))
     t0 = time.time()
     stopper.install()
@@ -142,6 +184,16 @@ def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) ->
     sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, out: Path, precision, callbacks, sink):
+    from edgetune.methods import grpo, preference, sft
+
+    if cfg.method.name == "sft":
+        return sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)
+    if cfg.method.name in ("dpo", "kto"):
+        return preference.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)
+    return grpo.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks, sink)
 
 
 def ensure_template_kept(tokenizer, cfg: RunConfig) -> None:

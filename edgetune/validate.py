@@ -27,6 +27,8 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
 
     cfg.data.path = data
     validate_config(cfg, "command line")
+    if method != "sft":
+        return validate_method_rows(data, method, console, allow_skips)
     resolved = models.resolve(model, trust_remote_code=False, sink=sink)
     tokenizer = HFEngine().load_tokenizer(resolved, cfg)
     ensure_chat_template(tokenizer, chat_template)
@@ -58,4 +60,28 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
                       "--allow-skips to accept")
         return False
     console.print("[green]usable[/]" + (" (rows with problems are skipped)" if report.problems else ""))
+    return True
+
+
+def validate_method_rows(data: str, method: str, console: Console, allow_skips: bool) -> bool:
+    """dpo / kto / grpo rows: shape, types, empty or identical pairs; every problem with file:line and the fix."""
+    from edgetune.data.preference import load_method_rows
+
+    try:
+        rows, problems = load_method_rows(data, method)
+    except DataError as e:
+        from edgetune.console import render_error
+
+        render_error(e)
+        return False
+    console.print(f"[bold]{escape(data)}[/]")
+    console.print(f"  format          {method} rows")
+    console.print(f"  valid examples  {len(rows)}")
+    console.print(f"  rejected        {len(problems)}")
+    for p in problems:
+        console.print(f"  - {escape(str(p))}", soft_wrap=True)
+    if problems and not allow_skips:
+        console.print(f"[yellow]usable, but training would skip {len(problems)} row(s)[/]: fix them, or pass --allow-skips")
+        return False
+    console.print("[green]usable[/]")
     return True

@@ -46,8 +46,9 @@ class Engine(Protocol):
     def load_tokenizer(self, model: ResolvedModel, cfg: RunConfig) -> Any:
         """The tokenizer only (cheap), so data can be validated before the model loads."""
 
-    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision) -> tuple[Any, Any]:
-        """Base model with LoRA adapters attached (and 4-bit base when configured), plus tokenizer."""
+    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision,
+                          init_adapter=None) -> tuple[Any, Any]:
+        """Base model with LoRA adapters attached (new, or `init_adapter` to continue), plus tokenizer."""
 
     def load_base(self, model: ResolvedModel, cfg: RunConfig, precision: Precision) -> Any:
         """The base model exactly as training saw it (4-bit when configured), without adapters."""

@@ -40,7 +40,7 @@ class HFEngine:
             keep_canonical_4bit(base)
         return base
 
-    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
+    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision, init_adapter=None):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         tok = self.load_tokenizer(model, cfg)
@@ -52,6 +52,10 @@ class HFEngine:
         elif gc:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
+        if init_adapter is not None:  # a later stage: keep training the previous stage's adapter
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), tok
         missing = missing_targets(base, cfg.lora.target_modules)
         if missing:
             raise ConfigError([f"`lora.target_modules` names {', '.join(missing)}, which {model.name} does not have; "

@@ -35,10 +35,16 @@ class UnslothEngine:
     def load_base(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
         return self._load(model, cfg, precision)[0]
 
-    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
+    def load_for_training(self, model: ResolvedModel, cfg: RunConfig, precision: Precision, init_adapter=None):
         from unsloth import FastLanguageModel
 
         base, tok = self._load(model, cfg, precision)
+        if init_adapter is not None:  # a later stage: keep training the previous stage's adapter
+            from peft import PeftModel
+
+            if tok.pad_token is None:
+                tok.pad_token = tok.unk_token or tok.eos_token
+            return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), tok
         kw = lora_kwargs(cfg)
         peft_model = FastLanguageModel.get_peft_model(
             base, use_gradient_checkpointing="unsloth" if cfg.train.gradient_checkpointing else False,

@@ -7,15 +7,13 @@ from edgetune.config import RunConfig
 from edgetune.engines.base import Precision
 
 
-def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_eval: bool):
-    """TRL SFTConfig from our config. Spelled out so every TRL default that matters is chosen on purpose."""
-    from trl import SFTConfig
-
+def common_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_eval: bool) -> dict:
+    """Trainer arguments every method shares, spelled out so every default that matters is chosen on purpose."""
     t = cfg.train
     optim = t.optimizer
     if optim == "auto":  # paged 8-bit AdamW needs bitsandbytes' CUDA kernels; plain AdamW elsewhere
         optim = "paged_adamw_8bit" if precision.device == "cuda" else "adamw_torch"
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps if t.max_steps > 0 else -1,
         num_train_epochs=t.epochs,
@@ -28,10 +26,6 @@ def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_ev
         weight_decay=t.weight_decay,
         optim=optim,
         seed=t.seed,
-        max_length=t.max_length,
-        packing=t.packing,
-        # Masks come from our own template pass (edgetune.data.template) as an `assistant_masks` column.
-        assistant_only_loss=False,
         gradient_checkpointing=False,  # the engine enables it (Unsloth uses its own offloaded variant)
         bf16=precision.name == "bf16",
         fp16=precision.name == "fp16",
@@ -47,8 +41,16 @@ def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_ev
         report_to="none",
         disable_tqdm=True,  # progress is ours (events), not tqdm's
         dataloader_num_workers=0,
-        dataset_num_proc=None,
     )
+
+
+def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(**common_args(cfg, output_dir, precision, has_eval), max_length=cfg.train.max_length,
+                     packing=cfg.train.packing,
+                     # masks come from our own template pass (edgetune.data.template) as an `assistant_masks` column
+                     assistant_only_loss=False, dataset_num_proc=None)
 
 
 def fused_loss_available() -> bool:

@@ -1,0 +1,39 @@
+"""GRPO through TRL's GRPOTrainer with edgetune's reward library (edgetune.methods.rewards).
+
+Per-step reward mean/std per reward function, KL and completion length come from TRL's logs and reach
+metrics.jsonl through the same event callback as every method (step lines carry a `reward` key).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetune.config import RunConfig
+from edgetune.engines.base import Precision
+from edgetune.methods.sft import common_args
+
+
+def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, output_dir: Path, precision: Precision,
+                  callbacks: list, sink=None):
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from edgetune.events import null_sink
+    from edgetune.methods import rewards
+    from edgetune.trl_compat import ensure_trl_runs_here
+
+    ensure_trl_runs_here()
+    m = cfg.method
+    chosen = rewards.build(m.rewards, cfg)
+    funcs = [rewards.guarded(r, m.on_reward_error, sink or null_sink) for r in chosen]
+    args = common_args(cfg, output_dir, precision, False)
+    # TRL samples num_generations completions per prompt; the per-device batch counts completions and must be a
+    # multiple of the group size.
+    batch = max(m.num_generations, (args["per_device_train_batch_size"] // m.num_generations) * m.num_generations)
+    args.update(per_device_train_batch_size=batch, per_device_eval_batch_size=batch)
+    config = GRPOConfig(**args, beta=m.kl_beta, num_generations=m.num_generations,
+                        max_completion_length=m.max_completion_length, temperature=m.temperature,
+                        reward_weights=[r.weight for r in chosen])
+    trainer = GRPOTrainer(model=model, args=config, train_dataset=train_ds, processing_class=tokenizer,
+                          reward_funcs=funcs, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)
+    return trainer

@@ -1,0 +1,61 @@
+"""Multi-stage runs (`--stages sft,dpo,grpo`): each stage is a sub-run in RUN/stages/<n>-<method>/ with its own
+config.toml, checkpoints, metrics.jsonl and adapter, starting from the previous stage's adapter. The last stage's
+adapter becomes RUN/adapter, so merge and export work on a staged run as on any other. Resuming skips finished
+stages and resumes the one that was interrupted.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+from edgetune import runs
+from edgetune.config import RunConfig
+from edgetune.errors import ConfigError
+from edgetune.events import Fanout, MetricsFile, Note, null_sink
+
+
+def stage_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
+    root = Path(cfg.run_dir) / "stages"
+    return [(m, root / f"{i}-{m}") for i, m in enumerate(cfg.method.stages, 1)]
+
+
+def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
+    paths = dict(p.split("=", 1) for p in cfg.data.stage_paths if "=" in p)
+    sub = copy.deepcopy(cfg)
+    sub.method.name, sub.method.stages = method, []
+    sub.data.path = paths.get(method, cfg.data.path)
+    sub.data.stage_paths = []
+    sub.run_dir, sub.name = str(run_dir), f"{cfg.name}-{run_dir.name}"
+    return sub
+
+
+def train_stages(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None):
+    from edgetune.train import save_adapter, train_one  # noqa: F401  (save_adapter documents the final copy)
+
+    bad = [p for p in cfg.data.stage_paths if "=" not in p]
+    if bad:
+        raise ConfigError([f"`data.stage_paths` entry {p!r} is not METHOD=PATH" for p in bad])
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / runs.CONFIG)
+    previous, result = None, None
+    for method, sdir in stage_dirs(cfg):
+        sub = stage_config(cfg, method, sdir)
+        done = (sdir / runs.ADAPTER / "adapter_config.json").is_file()
+        if done:
+            sink(Note(f"stage {sdir.name}: already finished, continuing from its adapter"))
+            previous = sdir / runs.ADAPTER
+            continue
+        again = resume and runs.last_checkpoint(sdir) is not None
+        sink(Note(f"stage {sdir.name}: {method} on {sub.data.path}" + (f", from {previous}" if previous else "")))
+        stage_sink = Fanout(sink, MetricsFile(sdir / runs.METRICS, method))
+        result = train_one(sub, stage_sink, resume=again, stopper=stopper, init_adapter=previous)
+        previous = result.adapter_dir
+    final = run_dir / runs.ADAPTER
+    tmp = runs.temp_dir_beside(final)
+    shutil.copytree(previous, tmp, dirs_exist_ok=True)
+    runs.replace_dir(tmp, final)
+    if result is not None:
+        result.run_dir, result.adapter_dir = run_dir, final
+    return result

@@ -1,0 +1,126 @@
+"""DPO, KTO and GRPO on a tiny random model (CPU, real TRL trainers), multi-stage runs, rewards, bad preference rows."""
+import json
+from pathlib import Path
+
+import pytest
+
+from edgetune import config as C
+from edgetune.errors import DataError, TrainError
+from edgetune.events import Collect, TrainStep
+from edgetune.train import train
+
+PREF = Path(__file__).parent.parent / "data" / "preference"
+
+
+def write_rows(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def pairs(tmp_path):
+    return write_rows(tmp_path / "pairs.jsonl", [{"prompt": f"Say {i}", "chosen": f"Arr! {i}", "rejected": f"No {i}."}
+                                                  for i in range(16)])
+
+
+def cfg_for(model_dir, data, run_dir, method, **method_kw):
+    return C.resolve(None, {"model": {"ref": str(model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
+                            "run_dir": str(run_dir), "method": {"name": method, **method_kw},
+                            "train": {"max_steps": 4, "learning_rate": 5e-3, "batch_size": 4}}, profile="cpu")
+
+
+def test_dpo_raises_margins(tiny_model_dir, tmp_path):
+    events = Collect()
+    result = train(cfg_for(tiny_model_dir, pairs(tmp_path), tmp_path / "run", "dpo"), events)
+    steps = events.of(TrainStep)
+    assert result.steps == 4 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert steps[-1].extra["rewards/margins"] > steps[0].extra["rewards/margins"]
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["format"] == "dpo" and report["n_valid"] == 16
+
+
+def test_kto_trains(tiny_model_dir, tmp_path):
+    rows = [{"prompt": f"Say {i}", "completion": ("Arr! " if i % 2 else "No ") + str(i), "label": bool(i % 2)}
+            for i in range(16)]
+    result = train(cfg_for(tiny_model_dir, write_rows(tmp_path / "kto.jsonl", rows), tmp_path / "run", "kto"))
+    assert result.steps == 4
+
+
+def test_grpo_logs_rewards(tiny_model_dir, tmp_path):
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    events = Collect()
+    cfg = cfg_for(tiny_model_dir, write_rows(tmp_path / "g.jsonl", rows), tmp_path / "run", "grpo",
+                  rewards=["answer_match", "length_penalty=0.1"], num_generations=2, max_completion_length=8)
+    cfg.train.max_steps = 2
+    train(cfg, events)
+    step = events.of(TrainStep)[-1]
+    assert "reward" in step.extra and any(k.startswith("rewards/") for k in step.extra)
+
+
+def raising_reward(completions, **_):
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("on_error", ["skip", "stop"])
+def test_reward_that_raises(tiny_model_dir, tmp_path, on_error):
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    cfg = cfg_for(tiny_model_dir, write_rows(tmp_path / "g.jsonl", rows), tmp_path / "run", "grpo",
+                  rewards=["test_methods:raising_reward"], num_generations=2, max_completion_length=4,
+                  on_reward_error=on_error)
+    cfg.train.max_steps = 1
+    events = Collect()
+    if on_error == "stop":
+        with pytest.raises(TrainError, match="raising_reward.*raised ValueError: boom"):
+            train(cfg, events)
+    else:
+        train(cfg, events)
+        assert any("boom" in getattr(e, "text", "") for e in events.events)
+
+
+def test_multistage_sft_then_dpo(tiny_model_dir, chat_jsonl, tmp_path):
+    cfg = cfg_for(tiny_model_dir, chat_jsonl, tmp_path / "run", "sft", stages=["sft", "dpo"])
+    cfg.data.stage_paths = [f"dpo={pairs(tmp_path)}"]
+    result = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "stages" / "1-sft" / "adapter").is_dir() and (run / "stages" / "2-dpo" / "adapter").is_dir()
+    assert (run / "stages" / "2-dpo" / "metrics.jsonl").is_file() and (run / "stages" / "1-sft" / "config.toml").is_file()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and result.adapter_dir == run / "adapter"
+    # the DPO stage continued the SFT adapter, not a fresh one
+    from safetensors.torch import load_file
+
+    sft = load_file(run / "stages" / "1-sft" / "adapter" / "adapter_model.safetensors")
+    dpo = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert set(sft) == set(dpo) and any((sft[k] - dpo[k]).abs().sum() > 0 for k in sft)
+    # running again skips finished stages
+    events = Collect()
+    train(cfg, events)
+    assert sum("already finished" in getattr(e, "text", "") for e in events.events) == 2
+
+
+def test_bad_preference_rows_name_file_line_and_fix():
+    from edgetune.data.preference import load_method_rows
+
+    rows, problems = load_method_rows(str(PREF / "dpo_bad.jsonl"), "dpo")
+    text = "\n".join(map(str, problems))
+    assert len(rows) == 1
+    for needle in ("dpo_bad.jsonl:2: missing `rejected`", "dpo_bad.jsonl:3: `rejected` is empty",
+                   "dpo_bad.jsonl:4: `chosen` and `rejected` are identical", "dpo_bad.jsonl:5: `chosen` is",
+                   "dpo_bad.jsonl:6: the prompt's last message is not from the user"):
+        assert needle in text
+    assert all("fix:" in str(p) for p in problems)
+
+
+def test_no_usable_rows_is_a_data_error(tmp_path):
+    from edgetune.data.preference import load_method_rows
+
+    bad = write_rows(tmp_path / "b.jsonl", [{"prompt": "x", "chosen": "same", "rejected": "same"}])
+    with pytest.raises(DataError, match="no usable dpo rows"):
+        load_method_rows(str(bad), "dpo")
+
+
+def test_reward_library():
+    from edgetune.methods.rewards import answer_match, json_valid, make_numeric_match, make_regex_format
+
+    assert answer_match(["<answer>42</answer>", "it is 41"], ["42", "42"]) == [1.0, 0.0]
+    assert make_numeric_match(1e-3)(["#### 3.0001"], ["3"]) == [1.0]
+    assert make_regex_format(r"^Arr!")([[{"role": "assistant", "content": "Arr! yes"}], "no"]) == [1.0, 0.0]
+    assert json_valid(['{"a": 1}', "```json\n[1]\n```", "{bad"]) == [1.0, 1.0, 0.0]
