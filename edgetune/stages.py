@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgetune import runs
 from edgetune.config import RunConfig
-from edgetune.errors import ConfigError
+from edgetune.errors import ConfigError, Interrupted
 from edgetune.events import Fanout, MetricsFile, Note, null_sink
 
 
@@ -50,7 +50,10 @@ def train_stages(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=N
         again = resume and runs.last_checkpoint(sdir) is not None
         sink(Note(f"stage {sdir.name}: {method} on {sub.data.path}" + (f", from {previous}" if previous else "")))
         stage_sink = Fanout(sink, MetricsFile(sdir / runs.METRICS, method))
-        result = train_one(sub, stage_sink, resume=again, stopper=stopper, init_adapter=previous)
+        try:
+            result = train_one(sub, stage_sink, resume=again, stopper=stopper, init_adapter=previous)
+        except Interrupted as e:  # point at the staged run, which knows where to pick up
+            raise Interrupted(e.message, hint=f"continue with: edgetune train --resume --run-dir {run_dir}") from None
         previous = result.adapter_dir
     final = run_dir / runs.ADAPTER
     tmp = runs.temp_dir_beside(final)
