@@ -42,7 +42,21 @@ def _sink():
 def root(ctx: typer.Context):
     """Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline."""
     if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+        _open_tui(None)  # no command: the full-screen app (`edgetune tui`)
+
+
+@app.command()
+def tui(run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o", help="Open this run directory at its next stage.")):
+    """Open the full-screen app: setup, train, export, chat, runs (the same as `edgetune` with no command)."""
+    _open_tui(run_dir)
+
+
+def _open_tui(run_dir: Optional[Path]) -> None:
+    from edgetune.tui.app import make_app  # lazy: the CLI module stays free of the UI toolkit
+
+    tui_app = make_app(run_dir=run_dir)
+    tui_app.run()
+    raise typer.Exit(tui_app.return_code or 0)
 
 
 @app.command()
@@ -284,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, a closing terminal) unwinds like Ctrl-C, so temp files are removed and nothing half-written
     # is left at a final path.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    if not argv or argv[0] not in ("--help", "-h"):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in ("--help", "-h", "tui"):  # the app quiets libraries itself, in a worker
         from edgetune.console import quiet_libraries
 
         quiet_libraries()

@@ -1,48 +1,12 @@
-"""TUI test helpers: pinned hardware and model shape (deterministic screens), and a recorder of the messages the
-app posts (App.run_test's message_hook), so tests assert on events and wait on them instead of sleeping."""
+"""Fixtures for the TUI tests; the pinned hardware, model shape and message recorder are in tui_helpers.py."""
 from __future__ import annotations
 
-import asyncio
+import json
 
 import pytest
 
-from edgetune.hardware import Hardware
-from edgetune.memory import ModelShape
-
-FAKE_HARDWARE = Hardware(device="cpu", cpu_cores=8, ram_gb=32.0, disk_free_gb=100.0)
-# SmolLM2-135M's real numbers, so the estimate on screen matches what `default` would show
-FAKE_SHAPE = ModelShape(n_params=134_515_008, hidden=576, layers=30, vocab=49152, intermediate=1536,
-                        embed_params=49152 * 576, tied=True)
-
-
-def fake_shape_of(ref: str) -> ModelShape:
-    return FAKE_SHAPE
-
-
-class Recorder:
-    """Keeps every message the app processes; `wait_for(cls)` returns once one of that type has arrived."""
-
-    def __init__(self):
-        self.messages: list = []
-        self._waiters: list[tuple[type, asyncio.Event]] = []
-
-    def __call__(self, message) -> None:
-        if any(m is message for m in self.messages[-50:]):
-            return  # a bubbling message is seen once per node it passes; keep it once
-        self.messages.append(message)
-        for cls, event in self._waiters:
-            if isinstance(message, cls):
-                event.set()
-
-    def of(self, cls) -> list:
-        return [m for m in self.messages if isinstance(m, cls)]
-
-    async def wait_for(self, cls, timeout: float = 120.0):
-        if not self.of(cls):
-            event = asyncio.Event()
-            self._waiters.append((cls, event))
-            await asyncio.wait_for(event.wait(), timeout)
-        return self.of(cls)[-1]
+from edgetune import config as C
+from tui_helpers import RUN, Recorder
 
 
 @pytest.fixture
@@ -54,3 +18,23 @@ def recorder() -> Recorder:
 def anyio_backend() -> str:
     """Async tests run on asyncio through anyio's pytest plugin (anyio comes with httpx/huggingface_hub)."""
     return "asyncio"
+
+
+@pytest.fixture
+def runs_here(tmp_path, monkeypatch):
+    """runs/demo in a temp cwd: trained 4 steps with a checkpoint, adapter, loss history and an export report."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / RUN
+    cfg = C.resolve(None, {"model": {"ref": "default"}, "data": {"path": "data/chat.jsonl"}, "name": RUN,
+                           "run_dir": f"runs/{RUN}", "train": {"max_steps": 4}}, profile="cpu")
+    cfg.save(run / "config.toml")
+    (run / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (run / "adapter").mkdir()
+    losses = [3.9, 3.1, 2.4, 1.8]
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"event": "TrainStep", "step": i + 1, "max_steps": 4, "loss": x}) + "\n" for i, x in enumerate(losses)))
+    files = [{"type": t, "size_bytes": s, "top1": a, "mean_kld": k, "token_ids_identical": True, "stops_at_eos": True,
+              "passed": True, "kept": t != "f16"} for t, s, a, k in (("f16", 271e6, 1.0, 0.0), ("q8_0", 145e6, 0.991, 0.0031))]
+    (run / "report.json").write_text(json.dumps({"export": {"files": files}}))
+    return run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, SelectionList
 
-from conftest import FAKE_HARDWARE
+from tui_helpers import FAKE_HARDWARE
 from edgetune import runs
 from edgetune.tui.app import make_app
 from edgetune.tui.messages import (ChatOpened, ChatReplied, ErrorRaised, ExportFinished, TrainingFinished,
@@ -83,7 +83,7 @@ async def test_setup_train_export_chat(tiny_model_dir, chat_jsonl, tmp_path, rec
 
 
 async def test_start_without_data_shows_a_titled_error(tmp_path, recorder):
-    from conftest import fake_shape_of
+    from tui_helpers import fake_shape_of
 
     app = make_app(hardware=FAKE_HARDWARE, runs_root=tmp_path / "runs", shape_of=fake_shape_of)
     async with app.run_test(size=SIZE, message_hook=recorder, notifications=True) as pilot:

@@ -1,0 +1,1 @@
+"""One screen per file: setup, train, export, chat, runs, help."""
