@@ -204,15 +204,52 @@ def eval_cmd(
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
 ):
-    """Task score and held-out loss for the base, merged and exported models, side by side."""
+    """Task score and held-out loss for the base, merged and exported models, side by side.
+
+    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead.
+    """
     from edgetune.evaluate import run_eval
 
     sink = _sink()
     try:
+        if _is_pairs(data):
+            return _eval_pairs(target, data, sink)
         results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
     finally:
         sink.close()
     _print_eval_table(results)
+
+
+def _is_pairs(data: str) -> bool:
+    from edgetune.data.load import read_rows
+
+    try:
+        first = read_rows(data, problems=[])[:1]
+    except EdgetuneError:
+        return False
+    return bool(first) and {"prompt", "chosen", "rejected"} <= set(first[0][1])
+
+
+def _eval_pairs(target: str, data: str, sink) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgetune.data.preference import load_method_rows
+    from edgetune.evaluate import targets_for
+    from edgetune.merge import update_report
+    from edgetune.preference_eval import score_pairs
+
+    rows, _ = load_method_rows(data, "dpo")
+    targets = [t for t in targets_for(target, sink) if not t[0].endswith(".gguf")]
+    results = score_pairs(targets, rows, sink)
+    if (Path(target) / "config.toml").is_file():
+        update_report(Path(target), "preference_eval", {"data": data, "targets": results})
+    table = Table(title="held-out preference pairs")
+    for col in ("model", "preference accuracy", "mean log-prob margin", "pairs"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r["label"], f"{r['preference_accuracy']:.3f}", f"{r['mean_margin']:+.3f}", str(r["n"]))
+    Console().print(table)
 
 
 def _print_eval_table(results) -> None:

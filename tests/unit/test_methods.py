@@ -124,3 +124,20 @@ def test_reward_library():
     assert make_numeric_match(1e-3)(["#### 3.0001"], ["3"]) == [1.0]
     assert make_regex_format(r"^Arr!")([[{"role": "assistant", "content": "Arr! yes"}], "no"]) == [1.0, 0.0]
     assert json_valid(['{"a": 1}', "```json\n[1]\n```", "{bad"]) == [1.0, 1.0, 0.0]
+
+
+def test_preference_eval_before_and_after_dpo(tiny_model_dir, tmp_path, capsys):
+    from edgetune.cli import main
+
+    data = pairs(tmp_path)
+    cfg = cfg_for(tiny_model_dir, data, tmp_path / "run", "dpo")
+    cfg.train.max_steps = 8
+    train(cfg)
+    held_out = write_rows(tmp_path / "held.jsonl", [{"prompt": f"Say {i}", "chosen": f"Arr! {i}", "rejected": f"No {i}."}
+                                                    for i in range(16, 24)])
+    assert main(["eval", str(tmp_path / "run"), "--data", str(held_out)]) == 0
+    out = capsys.readouterr().out
+    assert "preference accuracy" in out
+    report = json.loads((tmp_path / "run" / "report.json").read_text())["preference_eval"]["targets"]
+    base, tuned = report[0], report[1]
+    assert tuned["mean_margin"] > base["mean_margin"] and tuned["preference_accuracy"] >= base["preference_accuracy"]
