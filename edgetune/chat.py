@@ -1,4 +1,5 @@
-"""Offline chat: llama.cpp on a .gguf file, or transformers on a merged dir / a run's adapter.
+"""Offline chat: llama.cpp on a .gguf file, onnxruntime on an exported ONNX folder, or transformers on a merged dir /
+a run's adapter.
 
 Interactive on a terminal (history kept, /reset, /quit); with piped stdin, one independent reply per input line so
 it can be scripted and diffed.
@@ -148,8 +149,12 @@ class HFBackend:
 
 
 def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
-    """Pick (backend, model path, adapter path) for a .gguf file, a run directory or an HF directory."""
+    """Pick (backend, model path, adapter path) for a .gguf file, an ONNX folder, a run directory or an HF directory."""
     p = Path(target)
+    if p.name == "model.onnx" or (p.is_dir() and (p / "model.onnx").is_file()):
+        if backend not in ("auto", "onnx"):
+            raise EdgetuneError(f"{p} is an ONNX model", hint="use --backend onnx (or auto)")
+        return "onnx", p if p.is_dir() else p.parent, None
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"{p}: no such GGUF file", hint="check the path, or `ls RUN_DIR/gguf`")
@@ -163,6 +168,13 @@ def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
     if not p.is_dir():
         raise ModelError(f"{target}: not a .gguf file or a directory", hint="pass a run directory, a merged model dir or a .gguf file")
     if (p / runs.CONFIG).is_file():  # a run directory: newest artefact first
+        if backend == "onnx":
+            from edgetune.export.onnx_runtime import onnx_model_dirs
+
+            found = onnx_model_dirs(p)
+            if not found:
+                raise ModelError(f"{p}: the run has no ONNX export yet", hint=f"edgetune export {p} --onnx int4")
+            return "onnx", min(found, key=lambda d: sum(f.stat().st_size for f in d.glob("model.onnx*"))), None
         ggufs = sorted((p / runs.GGUF).glob("*.gguf"), key=lambda f: f.stat().st_size)
         if backend in ("auto", "llamacpp") and ggufs:
             return "llamacpp", ggufs[0], None
@@ -184,10 +196,17 @@ def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
 
 def open_chat(target: str, backend: str = "auto", system: str | None = None, max_tokens: int = 256,
               temperature: float = 0.0, repeat_penalty: float = REPEAT_PENALTY) -> ChatSession:
-    if backend not in ("auto", "hf", "llamacpp"):
-        raise EdgetuneError(f"--backend {backend!r} is not known", hint="use auto, hf or llamacpp")
+    if backend not in ("auto", "hf", "llamacpp", "onnx"):
+        raise EdgetuneError(f"--backend {backend!r} is not known", hint="use auto, hf, llamacpp or onnx")
     kind, path, adapter = resolve_target(target, backend)
-    impl = LlamaCppBackend(path, repeat_penalty=repeat_penalty) if kind == "llamacpp" else HFBackend.from_dir(path, adapter)
+    if kind == "onnx":
+        from edgetune.export.onnx_runtime import OnnxBackend
+
+        impl = OnnxBackend(path, repeat_penalty=repeat_penalty)
+    elif kind == "llamacpp":
+        impl = LlamaCppBackend(path, repeat_penalty=repeat_penalty)
+    else:
+        impl = HFBackend.from_dir(path, adapter)
     impl.repeat_penalty = repeat_penalty
     label = f"{path.name} ({kind}{' + adapter' if adapter else ''})"
     return ChatSession(impl, label, system, max_tokens, temperature)

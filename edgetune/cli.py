@@ -162,16 +162,40 @@ def export(
     max_kld: Optional[float] = typer.Option(None, "--max-kld", help=H("export.max_kld")),
     imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
     keep_f16: Optional[bool] = typer.Option(None, "--keep-f16", help=H("export.keep_f16")),
+    onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
+                                   "Repeatable; alone, it skips the GGUF export."),
 ):
-    """Export to GGUF (offline: no compiler, no llama.cpp checkout), verify each file, write the Modelfile."""
+    """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile."""
     from edgetune.export.gguf_export import export_gguf
+    from edgetune.export.onnx_export import export_onnx
 
     sink = _sink()
     try:
-        result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16)
+        result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16) \
+            if gguf or not onnx else None
+        onnx_results = export_onnx(run_dir, onnx, sink) if onnx else []
     finally:
         sink.close()
-    _print_export_table(result)
+    if result is not None:
+        _print_export_table(result)
+    if onnx_results:
+        _print_onnx_table(onnx_results)
+
+
+def _print_onnx_table(results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ONNX export (verified against the merged model)")
+    for col in ("variant", "size MB", "top-1", "mean KLD", "stops at EOS", "status"):
+        table.add_column(col, no_wrap=True)
+    for r in results:
+        table.add_row(r["type"], f"{r['size_bytes'] / 1e6:.1f}", f"{r['top1']:.3f}", f"{r['mean_kld']:.4f}",
+                      "yes" if r["stops_at_eos"] else "NO", "ok" if r["passed"] else "FAILED")
+    Console().print(table)
+    for r in results:
+        typer.echo(f"wrote {r['path']}/")
+    typer.echo(f"chat: edgetune chat {results[-1]['path']}")
 
 
 def _print_export_table(result) -> None:
@@ -268,9 +292,9 @@ def _print_eval_table(results) -> None:
 
 @app.command()
 def chat(
-    model: str = typer.Argument(..., help="A run directory, a merged HF directory, or a .gguf file."),
+    model: str = typer.Argument(..., help="A run directory, a merged HF directory, a .gguf file or an ONNX folder."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp"),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp | onnx"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply in tokens."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (reproducible)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),

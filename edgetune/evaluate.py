@@ -222,6 +222,8 @@ def logits_fn(backend, longest: int):
     if isinstance(backend, LlamaCppBackend):
         scorer = LlamaCppScorer(Path(backend.llm.model_path), n_ctx=max(256, longest + 16))
         return scorer.logits, scorer.close
+    if backend.name == "onnx":  # export.onnx_runtime.OnnxBackend: onnxruntime's full-sequence pass
+        return backend.model.logits, lambda: None
     return partial(hf_logits, backend.model), lambda: None
 
 
@@ -308,13 +310,18 @@ def _trained(run_dir: Path) -> HFBackend:
 
 
 def targets_for(run_or_model: str, sink=null_sink) -> list[tuple[str, object]]:
-    """(label, backend factory) pairs. A run dir: its base model, merged/ (else base+adapter) and every gguf/*.gguf;
-    a .gguf file, an HF dir, a hub id or `default`: just that model. Factories load on call, one model at a time."""
+    """(label, backend factory) pairs. A run dir: its base model, merged/ (else base+adapter), every gguf/*.gguf and
+    every onnx/<variant>/; an ONNX folder, a .gguf file, an HF dir, a hub id or `default`: just that model.
+    Factories load on call, one model at a time."""
+    from edgetune.export.onnx_runtime import OnnxBackend, onnx_model_dirs
+
     p = Path(run_or_model)
     if p.suffix.lower() == ".gguf":
         if not p.is_file():
             raise ModelError(f"{p}: no such GGUF file", hint="check the path, or `ls RUN_DIR/gguf`")
         return [(p.name, partial(GGUFBackend, p))]
+    if p.is_dir() and (p / "model.onnx").is_file():  # an exported ONNX folder (tokenizer saved next to it)
+        return [(f"onnx {p.name}", partial(OnnxBackend, p))]
     from edgetune.merge import load_run_config
     from edgetune.models import resolve
 
@@ -332,6 +339,7 @@ def targets_for(run_or_model: str, sink=null_sink) -> list[tuple[str, object]]:
         targets.append(("base+adapter", partial(_trained, p)))
     ggufs = sorted((p / runs.GGUF).glob("*.gguf"), key=lambda f: -f.stat().st_size)  # biggest (least lossy) first
     targets += [(g.name, partial(GGUFBackend, g, tok_dir)) for g in ggufs]
+    targets += [(f"onnx {d.name}", partial(OnnxBackend, d, tokenizer_dir=tok_dir)) for d in onnx_model_dirs(p)]
     if len(targets) == 1:
         raise RunDirError(f"{p}: the run has no adapter, merged model or GGUF yet", hint="train it first")
     return targets

@@ -144,3 +144,20 @@ def test_killed_export_leaves_no_file_at_the_final_path(big_run, sig):
     assert not list(gguf_dir.glob("*.gguf")), "nothing at a final path"
     if sig == signal.SIGTERM:
         assert not list(gguf_dir.glob(".*.tmp")), "a catchable signal also removes the temp file"
+
+
+def test_cli_onnx_export_then_chat_and_eval(tiny_run, tmp_path, capsys):
+    """`edgetune export --onnx`, `chat --backend onnx` and an eval row per ONNX variant, through the CLI."""
+    from edgetune.cli import main
+
+    run = fresh_copy(tiny_run, tmp_path)
+    assert main(["export", str(run), "--onnx", "fp32"]) == 0
+    assert (run / "onnx" / "fp32").is_dir() and not list(run.glob("gguf/*.gguf")), "--onnx alone exports no GGUF"
+    (fp32,) = json.loads((run / "report.json").read_text())["onnx"]["variants"]
+    assert fp32["top1"] >= 0.999
+    capsys.readouterr()
+    assert main(["chat", str(run), "--backend", "onnx", "--prompt", "hello", "--max-tokens", "4"]) == 0
+    rows = tmp_path / "eval.jsonl"
+    rows.write_text('{"prompt": "Say 1", "answer": "Arr! 1"}\n')
+    assert main(["eval", str(run), "--data", str(rows), "--max-tokens", "4"]) == 0
+    assert "onnx fp32" in capsys.readouterr().out

@@ -1,0 +1,151 @@
+"""Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 next to GGUF q8_0/q4_k_m (llama.cpp).
+
+    python benchmarks/deploy.py RUN_DIR [--repeats 3] [--prompt-tokens 128] [--decode-tokens 64] [--json out.json]
+
+Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification). Then, for
+each model, `repeats` times: load (wall time of building the session / llama context), a first (cold) prompt pass
+of `prompt-tokens` ids (llama.cpp mmaps its file, so that pass also pages the weights in), a second prompt pass
+(prompt tokens/s), then `decode-tokens` greedy steps through the KV cache (decode tokens/s).
+Same ids, same thread count for every engine; llama.cpp keeps its default f16 KV cache (as deployed). Prints
+medians and writes them as JSON with --json. Timings on a shared 2-core machine are noisy: compare within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ONNX_VARIANTS = ("fp32", "int8", "int4")
+GGUF_TYPES = ("q8_0", "q4_k_m")
+TEXT = ("The quick brown fox jumps over the lazy dog. Water boils at 100 degrees Celsius at sea level, and the "
+        "capital of France is Paris. def add(a, b): return a + b. ")
+
+
+def prompt_ids(run_dir: Path, n: int) -> list[int]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(run_dir / "merged")
+    ids = tok(TEXT * (n // 8 + 1), add_special_tokens=False)["input_ids"]
+    return list(ids[:n])
+
+
+def ensure_exports(run_dir: Path, onnx: list[str], gguf: list[str]) -> tuple[dict, dict]:
+    from edgetune import runs
+    from edgetune.export.gguf_export import export_gguf, file_name
+    from edgetune.export.onnx_export import ONNX, export_onnx
+    from edgetune.merge import load_run_config
+
+    cfg = load_run_config(run_dir)
+    name = runs.slug(cfg.name or run_dir.name)
+    onnx_dirs = {v: run_dir / ONNX / v for v in onnx}
+    missing = [v for v, d in onnx_dirs.items() if not (d / "model.onnx").is_file()]
+    if missing:
+        print(f"exporting ONNX {', '.join(missing)} ...", file=sys.stderr)
+        export_onnx(run_dir, missing, verify=False)
+    gguf_files = {q: run_dir / runs.GGUF / file_name(name, q) for q in gguf}
+    missing = [q for q, f in gguf_files.items() if not f.is_file()]
+    if missing:
+        print(f"exporting GGUF {', '.join(missing)} ...", file=sys.stderr)
+        export_gguf(run_dir, missing, imatrix=False, verify=False)
+    return onnx_dirs, gguf_files
+
+
+def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+    from edgetune.export.onnx_runtime import OnnxModel
+
+    t0 = time.perf_counter()
+    model = OnnxModel(folder, threads=threads)
+    t_loaded = time.perf_counter()
+    model.forward(ids, model.empty_cache())  # cold: first run of the session
+    t1 = time.perf_counter()
+    logits, past = model.forward(ids, model.empty_cache())
+    t2 = time.perf_counter()
+    token = int(logits[-1].argmax())
+    for _ in range(n_decode):
+        logits, past = model.forward([token], past)
+        token = int(logits[-1].argmax())
+    t3 = time.perf_counter()
+    return {"load_s": t_loaded - t0, "first_prompt_s": t1 - t_loaded, "prompt_tps": len(ids) / (t2 - t1),
+            "decode_tps": n_decode / (t3 - t2)}
+
+
+def time_gguf(path: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+    import llama_cpp
+    import numpy as np
+
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(str(path), n_ctx=len(ids) + n_decode + 16, n_threads=threads, n_batch=max(512, len(ids)),
+                          verbose=False)
+    t_loaded = time.perf_counter()
+    try:
+        llm.eval(ids)  # cold: llama.cpp mmaps the file, so the first pass also pages the weights in
+        t1 = time.perf_counter()
+        first_prompt_s = t1 - t_loaded
+        llm.reset()
+        llm.eval(ids)
+        t2 = time.perf_counter()
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        for _ in range(n_decode):
+            llm.eval([token])
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        t3 = time.perf_counter()
+    finally:
+        llm.close()
+    return {"load_s": t_loaded - t0, "first_prompt_s": first_prompt_s, "prompt_tps": len(ids) / (t2 - t1),
+            "decode_tps": n_decode / (t3 - t2)}
+
+
+def size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("model.onnx*")) if path.is_dir() else path.stat().st_size
+
+
+def median_row(label: str, engine: str, path: Path, runs_: list[dict]) -> dict:
+    row = {"model": label, "engine": engine, "size_mb": round(size_of(path) / 1e6, 1), "repeats": len(runs_)}
+    for key in ("load_s", "first_prompt_s", "prompt_tps", "decode_tps"):
+        row[key] = round(statistics.median(r[key] for r in runs_), 3 if key.endswith("_s") else 1)
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    from edgetune.export.quantize import _usable_cpus
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--onnx", default=",".join(ONNX_VARIANTS))
+    p.add_argument("--gguf", default=",".join(GGUF_TYPES))
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    onnx_dirs, gguf_files = ensure_exports(args.run_dir, [v for v in args.onnx.split(",") if v],
+                                           [q for q in args.gguf.split(",") if q])
+    ids = prompt_ids(args.run_dir, args.prompt_tokens)
+    threads = _usable_cpus()
+    targets = [(f"onnx {v}", "onnxruntime", d, time_onnx) for v, d in onnx_dirs.items()]
+    targets += [(f"gguf {q}", "llama.cpp", f, time_gguf) for q, f in gguf_files.items()]
+    samples: dict[str, list[dict]] = {t[0]: [] for t in targets}
+    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every target alike
+        for label, _engine, path, fn in targets:
+            samples[label].append(fn(path, ids, args.decode_tokens, threads))
+            gc.collect()
+    rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
+    print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
+          f"median of {args.repeats}")
+    print(f"{'model':14} {'engine':12} {'size MB':>8} {'load s':>7} {'1st prompt s':>13} {'prompt tok/s':>13} "
+          f"{'decode tok/s':>13}")
+    for r in rows:
+        print(f"{r['model']:14} {r['engine']:12} {r['size_mb']:8.1f} {r['load_s']:7.3f} {r['first_prompt_s']:13.3f} "
+              f"{r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
+                                         "threads": threads, "repeats": args.repeats, "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""`edgetune export RUN_DIR --onnx fp32|fp16|int8|int4`: merge if needed, build an ONNX decoder with KV cache per
+variant into RUN_DIR/onnx/<variant>/, verify each against the merged HF model, record the numbers in report.json.
+
+Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`), chosen by measurement
+(2026-11, this CPU, onnxruntime 1.31.1, onnxruntime-genai 0.18.0, onnx-ir 1.1.0):
+- It reads the local HF folder with transformers 5.17 (no hub access) and writes a decoder with a KV cache in the
+  inputs/outputs (GroupQueryAttention, a contrib op plain onnxruntime's CPU provider runs) plus genai_config.json.
+- Fidelity: tiny llama fp32 max |logit diff| vs transformers 2.4e-7; SmolLM2-135M fp32 7.8e-5 with identical argmax;
+  one-token-at-a-time decoding through the cache matches the full-sequence pass to 5e-5.
+- Variants from the same builder: int8 = MatMulNBits 8-bit weights with int8 dynamic activation quantization
+  (accuracy_level 4, the CPU default; 267 MB for SmolLM2), fp16 (274 MB), int4 = weight-only MatMulNBits.
+  int4 method, measured on SmolLM2-135M (544 held-out positions, top-1 / mean KLD vs transformers):
+      plain RTN 4-bit, block 32 (builder default)   86.5 MB  0.700 / 0.447
+      RTN, lm_head int8 (rtn_last)                  100.7 MB  0.675 / 0.471
+      k-quant, lm_head int8 (k_quant_last)          103.2 MB  0.699 / 0.394
+      k-quant, lm_head + sensitive layers int8      113.6 MB  0.785 / 0.222   <- used (k_quant_mixed)
+      the same with block 16                        133.3 MB  0.813 / 0.186   (+17% size for a little)
+      accuracy_level 1 (fp32 compute) instead of 4  no real change (RTN 0.704 / 0.440; k_quant_mixed 0.781 / 0.217)
+  (int8 for comparison: 0.967 / 0.0048; GGUF Q4_K_M of the same model: 0.80-0.89.) Builds take 9-40 s, peak RSS
+  1.2-2.0 GB.
+- fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
+  onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
+  runs on the CPU provider and matches (fp16 noise, max diff 0.09 on SmolLM2 logits).
+- Rejected: optimum-onnx needs transformers<4.58 (conflicts with the stack) and loses rope_theta on configs saved by
+  transformers 5 (DESIGN.md). torch.onnx (dynamo) works too (tiny llama, 3.7 s, max diff 2e-7) but needs the extra
+  `onnxscript` package, our own KV-cache wrapper around transformers' DynamicCache internals, and a separate
+  quantization pass; its graph is unfused (no GroupQueryAttention/SkipLayerNorm kernels). The builder covers the
+  llama/mistral/qwen/gemma/phi families, quantization and fused CPU kernels in one offline call.
+The builder runs in a subprocess (its own memory peak and console output stay out of ours); it ran to completion
+inside `unshare -n` (no network at all).
+Every variant is written into a temp folder beside its final path and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgetune import runs
+from edgetune.errors import ExportError
+from edgetune.events import Note, StageFinished, StageStarted, null_sink
+
+ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
+VARIANTS = ("fp32", "fp16", "int8", "int4")
+# variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda
+# and why int4 uses k_quant_mixed
+BUILDER_TARGET = {"fp32": ("fp32", "cpu", []), "fp16": ("fp16", "cuda", []), "int8": ("int8", "cpu", []),
+                  "int4": ("int4", "cpu", ["algo_config=k_quant_mixed"])}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+                   "generation_config.json")
+
+
+def normalise_variants(variants: list[str]) -> list[str]:
+    out = []
+    for v in variants:
+        for part in str(v).lower().replace(",", " ").split():
+            if part not in VARIANTS:
+                raise ExportError(f"unknown ONNX variant {part!r}", hint=f"use any of {', '.join(VARIANTS)}")
+            if part not in out:
+                out.append(part)
+    if not out:
+        raise ExportError("no ONNX variant given", hint="e.g. --onnx fp32 --onnx int4 (repeatable)")
+    return out
+
+
+def check_builder() -> None:
+    """Fail early, with the install line, when the exporter's packages are missing."""
+    import importlib.util
+
+    missing = [m for m in ("onnxruntime", "onnxruntime_genai", "onnx_ir", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)} (not installed)",
+                          hint='pip install onnxruntime==1.31.1 onnxruntime-genai==0.18.0 onnx==1.23.2 onnx-ir==1.1.0')
+
+
+def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -> Path:
+    """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place."""
+    precision, provider, extra = BUILDER_TARGET[variant]
+    tmp = runs.temp_dir_beside(final_dir)
+    try:
+        t0 = time.time()
+        sink(StageStarted("onnx", f"{variant}: model builder ({precision}, {provider} graph) -> {final_dir}"))
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp / "model"),
+               "-p", precision, "-e", provider, "-c", str(tmp / "cache")]
+        cmd += ["--extra_options", *extra] if extra else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_offline_env())
+        model_dir = tmp / "model"
+        if proc.returncode != 0 or not (model_dir / "model.onnx").is_file():
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+            raise ExportError(f"the ONNX model builder failed for {variant} (exit {proc.returncode}):\n{tail}",
+                              hint="check that merged/ holds a supported architecture (llama, mistral, qwen2/3, "
+                                   "gemma, phi); --gguf still works for it")
+        if provider != "cpu":
+            cpu_session_options(model_dir / "genai_config.json")
+        for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config
+            if (merged / name).is_file():
+                shutil.copy2(merged / name, model_dir / name)
+        shutil.rmtree(tmp / "cache", ignore_errors=True)
+        runs.replace_dir(model_dir, final_dir)
+        sink(StageFinished("onnx", time.time() - t0, f"{variant}: {dir_size(final_dir) / 1e6:.1f} MB"))
+        return final_dir
+    finally:  # success moved the model out; failure or Ctrl-C leaves nothing at the final path
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_session_options(genai_config: Path) -> None:
+    """A graph built for the cuda target still runs on CPU; make onnxruntime-genai default to CPU for it too."""
+    import json
+
+    if genai_config.is_file():
+        data = json.loads(genai_config.read_text(encoding="utf-8"))
+        data["model"]["decoder"].setdefault("session_options", {})["provider_options"] = []
+        genai_config.write_text(json.dumps(data, indent=4), encoding="utf-8")
+
+
+def _offline_env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def dir_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """A killed export (SIGKILL) can leave `.VARIANT.*.tmp` folders; they are never at a final path."""
+    for tmp in folder.glob(".*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool = True) -> list[dict]:
+    """Export RUN_DIR's merged model to each ONNX variant in RUN_DIR/onnx/<variant>/, verified; returns one result
+    per variant (path, size, and with `verify` top-1/KLD/stop-at-EOS). fp32 must match the HF model (ExportError)."""
+    from edgetune.merge import merge, update_report
+
+    t0 = time.time()
+    wanted = normalise_variants(variants)
+    check_builder()
+    run_dir = runs.require_run_dir(run_dir)
+    merged = run_dir / runs.MERGED
+    if not (merged / "config.json").is_file():
+        sink(Note("no merged model yet: merging first"))
+        merge(run_dir, sink)
+    out_root = run_dir / ONNX
+    out_root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_root)
+    sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
+              "MatMulNBits k-quant with int8 lm_head, int8 weights + dynamic int8 activations)"
+              + ("; verified against the merged model, fp32 top-1 >= 0.999 required" if verify else "")))
+    dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
+    results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]
+    if verify:
+        from .onnx_verify import check_onnx_gate, verify_variants
+
+        results = verify_variants(run_dir, dirs, sink)
+    update_report(run_dir, ONNX, {"variants": merged_with_earlier(run_dir, results), "exporter": exporter_versions()})
+    if verify:
+        for r in results:
+            check_onnx_gate(r)  # after the report is written, so the numbers are there to read
+    sink(Note(f"ONNX export done in {time.time() - t0:.0f} s"))
+    return results
+
+
+def merged_with_earlier(run_dir: Path, results: list[dict]) -> list[dict]:
+    """This export's results plus earlier ones for variants not rebuilt now (and still on disk), in VARIANTS order."""
+    import json
+
+    path = Path(run_dir) / runs.REPORT
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get(ONNX, {}).get("variants", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    by_type = {r["type"]: r for r in earlier if isinstance(r, dict) and Path(r.get("path", "")).is_dir()}
+    by_type.update({r["type"]: r for r in results})
+    return [by_type[v] for v in VARIANTS if v in by_type]
+
+
+def exporter_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def summary_line(r: dict) -> str:
+    if "top1" not in r:
+        return f"{r['type']:5} {r['size_bytes'] / 1e6:7.1f} MB  (not verified)"
+    return (f"{r['type']:5} {r['size_bytes'] / 1e6:7.1f} MB  top-1 {r['top1']:.3f}  KLD {r['mean_kld']:.4f}  "
+            f"stops at EOS {'yes' if r['stops_at_eos'] else 'NO'}  {'ok' if r['passed'] else 'FAILED'}")
