@@ -7,7 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
-from edgetune.events import CheckpointSaved, EvalDone, TrainStarted, TrainStep
+from edgetune.events import CheckpointSaved, EvalDone, SampleGenerated, TrainStarted, TrainStep
 
 
 def memory_mb() -> float | None:
@@ -106,3 +106,29 @@ class StopOnSignal(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class SampleCallback(TrainerCallback):
+    """Every `every` steps, a greedy reply (up to `max_new_tokens`) to one fixed prompt, as a SampleGenerated event."""
+
+    def __init__(self, sink, tokenizer, prompt: str, every: int, max_new_tokens: int = 32):
+        self.sink, self.tokenizer, self.prompt, self.every, self.max_new_tokens = sink, tokenizer, prompt, every, max_new_tokens
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if not self.every or model is None or state.global_step % self.every:
+            return
+        import torch
+
+        enc = self.tokenizer.apply_chat_template([{"role": "user", "content": self.prompt}], add_generation_prompt=True,
+                                                 return_tensors="pt", return_dict=True)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        finally:
+            model.train(was_training)
+        text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        self.sink(SampleGenerated(step=state.global_step, prompt=self.prompt, text=text))

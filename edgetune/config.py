@@ -99,6 +99,7 @@ class TrainConfig:
     save_steps: int = opt(20, "Write a resumable checkpoint every N steps.")
     save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
     logging_steps: int = opt(1, "Emit a progress event every N steps.")
+    sample_every: int = opt(0, "Generate a reply to one training prompt every N steps, to watch the behaviour change (0 = never).")
 
 
 @dataclass
@@ -249,6 +250,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             p.append(f"`train.{name}` = {getattr(t, name)}; set a positive integer")
     if not 0 < t.learning_rate < 1:
         p.append(f"`train.learning_rate` = {t.learning_rate}; typical LoRA values are 1e-5 .. 5e-4")
+    if t.sample_every < 0:
+        p.append("`train.sample_every` must be >= 0 (0 = no samples)")
     if t.warmup_steps < 0:
         p.append("`train.warmup_steps` must be >= 0")
     if lora.r < 1:

@@ -9,8 +9,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from edgetune.errors import EdgetuneError
-from edgetune.events import (CheckpointSaved, EvalDone, Event, Note, Progress as ProgressEvent, StageFinished,
-                             StageStarted, TrainStarted, TrainStep)
+from edgetune.events import (CheckpointSaved, EvalDone, Event, Note, Progress as ProgressEvent, SampleGenerated,
+                             StageFinished, StageStarted, TrainStarted, TrainStep)
 
 err_console = Console(stderr=True)
 
@@ -90,6 +90,8 @@ class RichSink:
                 self.progress.update(self.task, completed=e.step, info=step_line(e).split("  ", 1)[-1])
             if not self.live or e.step % 10 == 0 or e.step == e.max_steps:
                 self.print(step_line(e))
+        elif isinstance(e, SampleGenerated):
+            self.print(f"   [magenta]sample @ step {e.step}[/]: {escape(e.text[:200])}")
         elif isinstance(e, EvalDone):
             self.print("   eval " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in e.metrics.items() if isinstance(v, float)))
         elif isinstance(e, CheckpointSaved):

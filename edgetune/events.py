@@ -66,6 +66,15 @@ class TrainStep(Event):
 
 
 @dataclass
+class SampleGenerated(Event):
+    """A greedy reply to a fixed training prompt during training, to watch the behaviour change."""
+
+    step: int
+    prompt: str
+    text: str
+
+
+@dataclass
 class EvalDone(Event):
     step: int
     metrics: dict

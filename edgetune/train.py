@@ -154,6 +154,10 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
 
     stopper = stopper or StopOnSignal()
     callbacks = [EventCallback(sink, engine.name, cfg.method.name), stopper]
+    if cfg.train.sample_every:
+        from edgetune.callbacks import SampleCallback
+
+        callbacks.append(SampleCallback(sink, tokenizer, sample_prompt(cfg, train_ds), cfg.train.sample_every))
     trainer = build_trainer(model, tokenizer, train_ds, eval_ds, cfg, run_dir / runs.CHECKPOINTS, precision,
                             callbacks, sink)
     sink(StageStarted("train", f"{cfg.method.name} with {engine.name}"))
@@ -184,6 +188,17 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def sample_prompt(cfg: RunConfig, train_ds) -> str:
+    """The first example's user turn: a prompt the run is learning to answer."""
+    row = train_ds[0]
+    if "prompt" in row:  # preference / GRPO rows
+        return row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
+    from edgetune.data import load_conversations  # SFT rows are token ids by now: read the first conversation
+
+    convs, _, _ = load_conversations(cfg.data)
+    return next(m["content"] for m in convs[0] if m["role"] == "user")
 
 
 def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, out: Path, precision, callbacks, sink):

@@ -76,3 +76,14 @@ def test_unknown_target_module_is_a_config_error(tiny_model_dir, chat_jsonl, tmp
     cfg.lora.target_modules = ["q_proj", "query_key_value"]
     with pytest.raises(ConfigError, match="query_key_value.*its linear layers are"):
         train(cfg)
+
+
+def test_sample_generations_every_n_steps(tiny_model_dir, chat_jsonl, tmp_path):
+    from edgetune.events import SampleGenerated
+
+    cfg = make_cfg(tiny_model_dir, chat_jsonl, tmp_path / "run", max_steps=4, sample_every=2)
+    events = Collect()
+    train(cfg, events)
+    samples = events.of(SampleGenerated)
+    assert [s.step for s in samples] == [2, 4]
+    assert samples[0].prompt == "Say the word number 0."

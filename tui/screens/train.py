@@ -15,7 +15,7 @@ from textual.worker import Worker, WorkerState
 
 from edgetune import runs
 from edgetune.errors import Interrupted
-from edgetune.events import Note, StageFinished, StageStarted
+from edgetune.events import Note, SampleGenerated, StageFinished, StageStarted
 from edgetune.tui.messages import (CheckpointWritten, CoreEvent, ErrorRaised, PostingSink, RunOpened,
                                    TrainingFinished, TrainingStarted, TrainingStepped)
 from edgetune.tui.widgets.loss_plot import LossPlot
@@ -58,6 +58,8 @@ class TrainScreen(Screen):
         if self.running:
             self.notify("Training is already running.", severity="warning")
             return
+        if not cfg.train.sample_every:  # the app shows the behaviour changing, not only the loss
+            cfg.train.sample_every = 10
         self.cfg = cfg
         method = " → ".join(cfg.method.stages) or cfg.method.name
         self.query_one("#train-run", Static).update(f"Run {cfg.run_dir} — {cfg.model.ref}, {method}")
@@ -129,6 +131,8 @@ class TrainScreen(Screen):
         e = message.event
         if isinstance(e, Note):
             self.log_line(("⚠ " if e.level == "warning" else "") + e.text)
+        elif isinstance(e, SampleGenerated):
+            self.log_line(f"sample @ step {e.step} ({e.prompt[:40]}): {e.text}")
         elif isinstance(e, StageStarted):
             self.log_line(f"▶ {e.stage} {e.detail}".rstrip())
         elif isinstance(e, StageFinished):
