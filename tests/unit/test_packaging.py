@@ -20,13 +20,15 @@ def test_wheel_installs_in_fresh_venv(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"edgetune", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
     assert "edgetune/tui/__init__.py" in names and "edgetune/export/gguf_convert.py" in names
+    assert "edgetune/tui/app.tcss" in names and "edgetune/tui/screens/setup.py" in names
+    assert "edgetune/tui/widgets/loss_plot.py" in names and "edgetune/export/onnx_export.py" in names
     assert "edgetune/profiles/cpu.toml" in names and "edgetune/sample_data/pirate_chat.jsonl" in names
     # A fresh venv that sees the already-installed dependencies but not this checkout.
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     py = env_dir / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
-    code = ("import edgetune, edgetune.tui, edgetune.export, edgetune.export.gguf_convert\n"
+    code = ("import edgetune, edgetune.tui, edgetune.tui.app, edgetune.export, edgetune.export.gguf_convert\n"
             "from edgetune.config import list_profiles, load_profile\n"
             "assert 'site-packages' in edgetune.__file__ and 'venv' in edgetune.__file__, edgetune.__file__\n"
             "assert 'cpu' in list_profiles() and load_profile('gpu-8gb')['train']['batch_size'] == 2\n"
