@@ -162,6 +162,8 @@ def export(
     max_kld: Optional[float] = typer.Option(None, "--max-kld", help=H("export.max_kld")),
     imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
     keep_f16: Optional[bool] = typer.Option(None, "--keep-f16", help=H("export.keep_f16")),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Rows with prompt/answer: adds a task score per GGUF file (and to the auto table)."),
+    match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k]."),
     onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
                                    "Repeatable; alone, it skips the GGUF export."),
 ):
@@ -171,7 +173,8 @@ def export(
 
     sink = _sink()
     try:
-        result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16) \
+        result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16,
+                                 eval_data=eval_data, match=match) \
             if gguf or not onnx else None
         onnx_results = export_onnx(run_dir, onnx, sink) if onnx else []
     finally:
@@ -203,11 +206,14 @@ def _print_export_table(result) -> None:
     from rich.table import Table
 
     table = Table(title="GGUF export (verified against the merged model)")
-    for col in ("type", "size MB", "top-1", "mean KLD", "token ids", "stops at EOS", "kept", "status"):
+    scored = any("task_score" in r for r in result.results)
+    cols = ("type", "size MB", "top-1", "mean KLD", *(("task",) if scored else ()), "token ids", "stops at EOS", "kept", "status")
+    for col in cols:
         table.add_column(col, no_wrap=True)
     for r in result.results:
+        task = (f"{r['task_score']:.3f}" if "task_score" in r else "-",) if scored else ()
         table.add_row(r["type"].upper(), f"{r['size_bytes'] / 1e6:.1f}", f"{r['top1']:.3f}", f"{r['mean_kld']:.4f}",
-                      "identical" if r["token_ids_identical"] else "DIFFER", "yes" if r["stops_at_eos"] else "NO",
+                      *task, "identical" if r["token_ids_identical"] else "DIFFER", "yes" if r["stops_at_eos"] else "NO",
                       "yes" if r.get("kept", True) else "no", "ok" if r["passed"] else "FAILED")
     Console().print(table)
     if result.chosen:

@@ -59,8 +59,13 @@ def remove_stale_temps(folder: Path) -> None:
 
 
 def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float | None = None,
-                imatrix: bool | None = None, keep_f16: bool | None = None, verify: bool = True) -> ExportResult:
-    """Export RUN_DIR's merged model to each GGUF type in `qtypes` (or `auto`), verified, into RUN_DIR/gguf/."""
+                imatrix: bool | None = None, keep_f16: bool | None = None, verify: bool = True,
+                eval_data: str | None = None, match: str = "exact") -> ExportResult:
+    """Export RUN_DIR's merged model to each GGUF type in `qtypes` (or `auto`), verified, into RUN_DIR/gguf/.
+
+    With `eval_data` (rows with prompt/answer), every file also gets a task score (edgetune.evaluate, `match` rule),
+    so `auto` can be judged on the task as well as on KL divergence.
+    """
     from transformers import AutoTokenizer
 
     from edgetune.merge import load_run_config, merge, update_report
@@ -124,15 +129,23 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
             results.append(result)
             sink(Note(summary_line(result)))
         sink(StageFinished("verify", time.time() - t1))
+    if eval_data and results:
+        add_task_scores(results, eval_data, match, merged, sink)
     chosen = None
     if auto and results:
         chosen = choose_auto(results, max_kld)
+        if chosen is None:  # never leave the user with no file: keep the most faithful candidate, and say so
+            fallback = min((r for r in results if r["type"] in AUTO_CANDIDATES), key=lambda r: r["mean_kld"])["type"]
+            sink(Note(f"auto: no candidate stayed under mean KLD {max_kld} and stopped at EOS; kept "
+                      f"{fallback.upper()} (lowest KLD). Raise --max-kld, or train more if replies do not stop",
+                      "warning"))
+            chosen = fallback
+        else:
+            sink(Note(f"auto: kept {chosen.upper()} (smallest with mean KLD < {max_kld})"))
         for r in results:
             if r["type"] in AUTO_CANDIDATES and r["type"] != chosen:
                 Path(r["path"]).unlink(missing_ok=True)
                 r["kept"] = False
-        sink(Note(f"auto: kept {chosen.upper() if chosen else 'nothing'} (budget mean KLD < {max_kld})",
-                  "info" if chosen else "warning"))
     f16_result = results[0] if results else None
     if "f16" not in wanted and not keep_f16 and (f16_result is None or not f16_result.get("fidelity_failures")):
         f16.unlink(missing_ok=True)  # an intermediate (kept when unfaithful, to debug); `--gguf f16` keeps it
@@ -152,6 +165,18 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
             check_gate(r)
     sink(StageFinished("export", time.time() - t0, f"{len(kept)} file(s)"))
     return ExportResult(kept, results, chosen, modelfile, time.time() - t0)
+
+
+def add_task_scores(results: list[dict], eval_data: str, match: str, merged: Path, sink) -> None:
+    """Greedy replies of each file on the eval rows, scored like `edgetune eval` (task_score per result)."""
+    from functools import partial
+
+    from edgetune.evaluate import GGUFBackend, evaluate_targets, load_eval_rows
+
+    rows = load_eval_rows(eval_data)
+    targets = [(r["file"], partial(GGUFBackend, Path(r["path"]), merged)) for r in results]
+    for r, scored in zip(results, evaluate_targets(targets, rows, max_tokens=64, sink=sink, match=match)):
+        r["task_score"] = scored["task_score"]
 
 
 def normalise_types(qtypes: list[str]) -> list[str]:

@@ -161,3 +161,22 @@ def test_cli_onnx_export_then_chat_and_eval(tiny_run, tmp_path, capsys):
     rows.write_text('{"prompt": "Say 1", "answer": "Arr! 1"}\n')
     assert main(["eval", str(run), "--data", str(rows), "--max-tokens", "4"]) == 0
     assert "onnx fp32" in capsys.readouterr().out
+
+
+def test_auto_with_task_scores(tiny_run, tmp_path, capsys):
+    """`--gguf auto --eval-data`: every candidate is measured and scored; the table has a task column."""
+    from edgetune.cli import main
+
+    run = fresh_copy(tiny_run, tmp_path)
+    rows = tmp_path / "eval.jsonl"
+    rows.write_text('{"prompt": "Say 1", "answer": "Arr! 1"}\n{"prompt": "Say 2", "answer": "Arr! 2"}\n')
+    assert main(["export", str(run), "--gguf", "auto", "--max-kld", "10", "--eval-data", str(rows),
+                 "--match", "prefix:1", "--no-imatrix"]) == 0
+    captured = capsys.readouterr()
+    assert "task" in captured.out and "auto: kept" in captured.out
+    files = json.loads((run / "report.json").read_text())["export"]["files"]
+    assert all("task_score" in r for r in files) and len(files) == 8  # F16 + the 7 auto candidates
+    kept = [p.name for p in (run / "gguf").glob("*.gguf")]
+    # A random model never stops at EOS, so no candidate qualifies: the lowest-KLD one is kept, with a warning.
+    best = min((r for r in files if r["type"] != "f16"), key=lambda r: r["mean_kld"])
+    assert kept == [best["file"]] and "no candidate stayed under" in " ".join(captured.err.split())
