@@ -15,7 +15,7 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
-from .types import GGUF_TYPES
+from .types import GGUF_TYPES, parse_choices
 
 # Candidates for `--gguf auto`, largest first; the smallest under the KLD budget wins.
 AUTO_CANDIDATES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
@@ -180,16 +180,7 @@ def add_task_scores(results: list[dict], eval_data: str, match: str, merged: Pat
 
 
 def normalise_types(qtypes: list[str]) -> list[str]:
-    out = []
-    for q in qtypes:
-        for part in str(q).lower().replace(",", " ").split():
-            if part != "auto" and part not in GGUF_TYPES:
-                raise ExportError(f"unknown GGUF type {part!r}", hint=f"use any of {', '.join(GGUF_TYPES)}, or auto")
-            if part not in out:
-                out.append(part)
-    if not out:
-        raise ExportError("no GGUF type given", hint="e.g. --gguf q4_k_m (repeatable) or --gguf auto")
-    return out
+    return parse_choices(qtypes, [*GGUF_TYPES, "auto"], "GGUF type", "--gguf q4_k_m (repeatable) or --gguf auto")
 
 
 def choose_auto(results: list[dict], max_kld: float) -> str | None:

@@ -42,6 +42,8 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
+from .types import parse_choices
+
 ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
 VARIANTS = ("fp32", "fp16", "int8", "int4")
 # variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda
@@ -54,16 +56,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def normalise_variants(variants: list[str]) -> list[str]:
-    out = []
-    for v in variants:
-        for part in str(v).lower().replace(",", " ").split():
-            if part not in VARIANTS:
-                raise ExportError(f"unknown ONNX variant {part!r}", hint=f"use any of {', '.join(VARIANTS)}")
-            if part not in out:
-                out.append(part)
-    if not out:
-        raise ExportError("no ONNX variant given", hint="e.g. --onnx fp32 --onnx int4 (repeatable)")
-    return out
+    return parse_choices(variants, VARIANTS, "ONNX variant", "--onnx fp32 --onnx int4 (repeatable)")
 
 
 def check_builder() -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgetune.chat import REPEAT_PENALTY
 from edgetune.errors import ExportError
 from edgetune.events import Note, Progress, StageFinished, StageStarted, null_sink
 
 from .verify import (CHAT_MAX_TOKENS, DEFAULT_CHAT_PROMPTS, FIXED_TOKENIZER_TEXTS, TOP1_MIN, HFReference,
-                     _log_softmax, heldout_texts)
+                     compare_logits, heldout_texts)
 
 GATED = ("fp32",)
 TIE_NATS = {"fp32": 0.01, "fp16": 0.05}  # fp16 rounds like BF16-ish weights; quantized variants: strict ties only
@@ -94,28 +92,6 @@ def token_mismatches(tokenizer, ref: HFReference) -> list[dict]:
         if hf != ours:
             out.append({"text": text, "hf": hf, "onnx": ours})
     return out
-
-
-def compare_logits(logits_fn, ref: HFReference, texts: list[str], tie_nats: float,
-                   sink=null_sink) -> tuple[float, float, float, int]:
-    """(strict top-1 agreement, agreement with HF near-ties allowed, mean KL(HF || ONNX), positions)."""
-    agree, agree_ties, kld_sum, positions = 0, 0, 0.0, 0
-    for i, text in enumerate(texts):
-        ids, hf = ref.logprobs(text)
-        if not ids:
-            continue
-        ours = _log_softmax(logits_fn(ids).astype(np.float64))
-        hf = hf.astype(np.float64)
-        ours_top, hf_top = ours.argmax(-1), hf.argmax(-1)
-        rows = np.arange(len(ids))
-        agree += int((ours_top == hf_top).sum())
-        agree_ties += int((hf[rows, hf_top] - hf[rows, ours_top] <= tie_nats).sum())
-        kld_sum += float((np.exp(hf) * (hf - ours)).sum())
-        positions += len(ids)
-        sink(Progress("verify", i + 1, len(texts), "logits"))
-    if not positions:
-        raise ExportError("no comparison text produced any tokens", hint="pass non-empty texts to verify_onnx")
-    return agree / positions, agree_ties / positions, kld_sum / positions, positions
 
 
 def fidelity_failures(r: dict) -> list[str]:

@@ -1,4 +1,6 @@
-"""GGUF output types edgetune can write, mapped to llama.cpp's file-type names."""
+"""GGUF output types edgetune can write, mapped to llama.cpp's file-type names, and the parser for type lists."""
+
+from edgetune.errors import ExportError
 
 # name -> llama_cpp LLAMA_FTYPE_* constant name
 GGUF_TYPES = {
@@ -12,3 +14,17 @@ GGUF_TYPES = {
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
 }
+
+
+def parse_choices(values: list[str], allowed, what: str, example: str) -> list[str]:
+    """Flags like `--gguf q4_k_m --gguf q8_0,f16` -> unique lowercase names, each checked against `allowed`."""
+    out: list[str] = []
+    for value in values:
+        for part in str(value).lower().replace(",", " ").split():
+            if part not in allowed:
+                raise ExportError(f"unknown {what} {part!r}", hint=f"use any of {', '.join(allowed)}")
+            if part not in out:
+                out.append(part)
+    if not out:
+        raise ExportError(f"no {what} given", hint=f"e.g. {example}")
+    return out

@@ -139,7 +139,7 @@ def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompt
     llm = _load(gguf_path, n_ctx=max(512, longest + 16, longest_chat))
     try:
         mismatches = _token_mismatches(llm, ref)
-        top1, top1_ties, kld, positions = _compare_logits(llm, ref, texts, TIE_NATS.get(qtype, 0.01), sink)
+        top1, top1_ties, kld, positions = compare_logits(_llama_logits(llm), ref, texts, TIE_NATS.get(qtype, 0.01), sink)
         finish_reasons, replies = _chat(llm, chat_prompts, sink)
         n_vocab = llm.n_vocab()
         eot = ref.end_of_turn_id()
@@ -252,16 +252,18 @@ def _token_mismatches(llm, ref: HFReference) -> list[dict]:
     return out
 
 
-def _compare_logits(llm, ref: HFReference, texts: list[str], tie_nats: float, sink) -> tuple[float, float, float, int]:
-    """(strict top-1 agreement, agreement with HF near-ties allowed, mean KL(HF || GGUF), positions)."""
+def compare_logits(logits_fn, ref: HFReference, texts: list[str], tie_nats: float,
+                   sink=null_sink) -> tuple[float, float, float, int]:
+    """(strict top-1 agreement, agreement with HF near-ties allowed, mean KL(HF || file), positions).
+
+    `logits_fn(ids) -> [T, V]` runs the exported file (llama.cpp, onnxruntime) on the same ids as HF.
+    """
     agree, agree_ties, kld_sum, positions = 0, 0, 0.0, 0
     for i, text in enumerate(texts):
         ids, hf = ref.logprobs(text)
         if not ids:
             continue
-        llm.reset()
-        llm.eval(ids)
-        ours = _log_softmax(np.array(llm.scores[: len(ids)], dtype=np.float64))
+        ours = _log_softmax(np.asarray(logits_fn(ids), dtype=np.float64))
         hf = hf.astype(np.float64)
         ours_top, hf_top = ours.argmax(-1), hf.argmax(-1)
         rows = np.arange(len(ids))
@@ -271,8 +273,16 @@ def _compare_logits(llm, ref: HFReference, texts: list[str], tie_nats: float, si
         positions += len(ids)
         sink(Progress("verify", i + 1, len(texts), "logits"))
     if not positions:
-        raise ExportError("no comparison text produced any tokens", hint="pass non-empty texts to verify_gguf")
+        raise ExportError("no comparison text produced any tokens", hint="pass non-empty comparison texts")
     return agree / positions, agree_ties / positions, kld_sum / positions, positions
+
+
+def _llama_logits(llm):
+    def logits(ids: list[int]) -> np.ndarray:
+        llm.reset()
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)])
+    return logits
 
 
 def _chat(llm, prompts: list[str], sink) -> tuple[list[str], list[str]]:
