@@ -31,7 +31,7 @@ def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
 
 
 def train_stages(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None):
-    from edgetune.train import save_adapter, train_one  # noqa: F401  (save_adapter documents the final copy)
+    from edgetune.train import train_one
 
     bad = [p for p in cfg.data.stage_paths if "=" not in p]
     if bad:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from edgetune.config import DataConfig, RunConfig
+from edgetune.config import DataConfig, RunConfig, validate as validate_config
 from edgetune.errors import DataError
 
 
@@ -23,9 +23,6 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
     cfg = RunConfig()
     cfg.model.ref, cfg.model.chat_template, cfg.method.name = model, chat_template, method
     cfg.data = DataConfig(path=data, format=data_format)
-    from edgetune.config import validate as validate_config
-
-    cfg.data.path = data
     validate_config(cfg, "command line")
     if method != "sft":
         return validate_method_rows(data, method, console, allow_skips)
