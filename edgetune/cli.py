@@ -243,7 +243,7 @@ def eval_cmd(
     sink = _sink()
     try:
         if _is_pairs(data):
-            return _eval_pairs(target, data, sink)
+            return _eval_pairs(target, data, sink, system)
         results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
     finally:
         sink.close()
@@ -260,16 +260,18 @@ def _is_pairs(data: str) -> bool:
     return bool(first) and {"prompt", "chosen", "rejected"} <= set(first[0][1])
 
 
-def _eval_pairs(target: str, data: str, sink) -> None:
+def _eval_pairs(target: str, data: str, sink, system: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from edgetune.data.preference import load_method_rows
     from edgetune.evaluate import targets_for
-    from edgetune.merge import update_report
+    from edgetune.merge import load_run_config, update_report
     from edgetune.preference_eval import score_pairs
 
-    rows, _ = load_method_rows(data, "dpo")
+    if system is None and (Path(target) / "config.toml").is_file():
+        system = load_run_config(Path(target)).data.system_prompt  # as training saw its prompts
+    rows, _ = load_method_rows(data, "dpo", system_prompt=system or "")
     targets = [t for t in targets_for(target, sink) if not t[0].endswith(".gguf")]
     results = score_pairs(targets, rows, sink)
     if (Path(target) / "config.toml").is_file():

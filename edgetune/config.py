@@ -6,6 +6,7 @@ before raising, naming the field (e.g. `train.max_steps`) and what to set.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import tomllib
@@ -125,6 +126,9 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    # Per-stage settings of a multi-stage run, e.g. [stage.grpo.train] max_steps = 30: same tables as the file,
+    # applied on top of everything else for that stage only.
+    stage: dict = field(default_factory=dict, metadata={"help": "Per-stage overrides: [stage.METHOD.SECTION] tables.", "choices": None})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -193,7 +197,9 @@ def _type_name(hint: Any) -> str:
 def apply_overrides(cfg: RunConfig, data: dict, source: str, problems: list[str]) -> None:
     """Merge a partial nested dict (from TOML, a profile or CLI flags) into `cfg`, recording problems."""
     for key, value in data.items():
-        if key in SECTIONS:
+        if key == "stage":
+            _apply_stage_overrides(cfg, value, source, problems)
+        elif key in SECTIONS:
             if not isinstance(value, dict):
                 problems.append(f"{source}: `{key}` must be a table ([{key}])")
                 continue
@@ -201,6 +207,52 @@ def apply_overrides(cfg: RunConfig, data: dict, source: str, problems: list[str]
             _apply_section(target, cls, value, prefix, source, problems)
         else:
             _apply_section(cfg, RunConfig, {key: value}, "", source, problems)
+
+
+_STAGE_FIXED = {"run_dir", "name", "profile", "model", "stage"}  # one run, one base model: not per stage
+
+
+def _apply_stage_overrides(cfg: RunConfig, value, source: str, problems: list[str]) -> None:
+    """Check `[stage.METHOD...]` tables against a scratch config, then deep-merge them into `cfg.stage`."""
+    if not isinstance(value, dict):
+        problems.append(f"{source}: `stage` must be a table of methods, e.g. [stage.grpo.train]")
+        return
+    for method, tables in value.items():
+        where = f"stage.{method}"
+        if method not in METHODS:
+            problems.append(f"{source}: `{where}` is not a method; use one of: {', '.join(METHODS)}")
+            continue
+        if not isinstance(tables, dict):
+            problems.append(f"{source}: `{where}` must be a table, e.g. [{where}.train]")
+            continue
+        fixed = sorted(set(tables) & _STAGE_FIXED) + [f"method.{k}" for k in ("name", "stages")
+                                                       if k in (tables.get("method") or {})]
+        for key in fixed:
+            problems.append(f"{source}: `{where}.{key}` cannot differ between stages; set it once, outside [stage]")
+        checked = [] if fixed else problems
+        before = len(checked)
+        apply_overrides(RunConfig(), tables, f"{source}: {where}", checked)
+        if len(checked) == before and not fixed:
+            _deep_merge(cfg.stage.setdefault(method, {}), tables)
+
+
+def _deep_merge(into: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def for_stage(cfg: RunConfig, method: str) -> RunConfig:
+    """`cfg` as one stage of it sees it: a single-method copy with `[stage.METHOD]` applied."""
+    sub = copy.deepcopy(cfg)
+    sub.stage, sub.method.name, sub.method.stages = {}, method, []
+    problems: list[str] = []
+    apply_overrides(sub, cfg.stage.get(method, {}), f"stage.{method}", problems)
+    if problems:
+        raise ConfigError(problems, hint="fix the listed fields")
+    return sub
 
 
 def _apply_section(target, cls, values: dict, prefix: str, source: str, problems: list[str]) -> None:
@@ -263,6 +315,16 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if not lora.target_modules:
         p.append("`lora.target_modules` is empty; list module names such as q_proj, v_proj")
     m = cfg.method
+    for st in cfg.stage:
+        if st not in m.stages:
+            p.append(f"`stage.{st}` sets options for a stage this run does not have; add {st!r} to `method.stages`"
+                     f" (now {m.stages or 'empty'}) or remove the [stage.{st}] tables")
+    for st in cfg.stage:
+        if st in m.stages:
+            try:
+                validate(for_stage(cfg, st))
+            except ConfigError as e:
+                p += [f"[stage.{st}]: {q}" for q in e.problems]
     for st in m.stages:
         if st not in METHODS:
             p.append(f"`method.stages` has {st!r}; set methods from: {', '.join(METHODS)} (e.g. [\"sft\", \"dpo\"])")

@@ -1,16 +1,16 @@
 """Multi-stage runs (`--stages sft,dpo,grpo`): each stage is a sub-run in RUN/stages/<n>-<method>/ with its own
-config.toml, checkpoints, metrics.jsonl and adapter, starting from the previous stage's adapter. The last stage's
-adapter becomes RUN/adapter, so merge and export work on a staged run as on any other. Resuming skips finished
-stages and resumes the one that was interrupted.
+config.toml, checkpoints, metrics.jsonl and adapter, starting from the previous stage's adapter. A config's
+`[stage.METHOD.SECTION]` tables set options for one stage only (e.g. fewer steps and a lower learning rate for
+GRPO). The last stage's adapter becomes RUN/adapter, so merge and export work on a staged run as on any other.
+Resuming skips finished stages and resumes the one that was interrupted.
 """
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
 from edgetune import runs
-from edgetune.config import RunConfig
+from edgetune.config import RunConfig, for_stage
 from edgetune.errors import ConfigError, Interrupted
 from edgetune.events import Fanout, MetricsFile, Note, null_sink
 
@@ -22,9 +22,8 @@ def stage_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
 
 def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
     paths = dict(p.split("=", 1) for p in cfg.data.stage_paths if "=" in p)
-    sub = copy.deepcopy(cfg)
-    sub.method.name, sub.method.stages = method, []
-    sub.data.path = paths.get(method, cfg.data.path)
+    sub = for_stage(cfg, method)
+    sub.data.path = paths.get(method, sub.data.path)
     sub.data.stage_paths = []
     sub.run_dir, sub.name = str(run_dir), f"{cfg.name}-{run_dir.name}"
     return sub

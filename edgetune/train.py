@@ -67,7 +67,7 @@ def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):
 
     from edgetune.data.preference import load_method_rows
 
-    rows, problems = load_method_rows(cfg.data.path, cfg.method.name, cfg.data.split)
+    rows, problems = load_method_rows(cfg.data.path, cfg.method.name, cfg.data.split, cfg.data.system_prompt)
     if cfg.data.max_examples:
         rows = rows[: cfg.data.max_examples]
     report = {"source": cfg.data.path, "format": cfg.method.name, "n_valid": len(rows), "n_rejected": len(problems),

@@ -75,8 +75,10 @@ def normalize_row(row: dict, method: str) -> dict:
     return {"prompt": prompt, "answer": answer}
 
 
-def load_method_rows(path: str, method: str, split: str = "train") -> tuple[list[dict], list[Problem]]:
-    """Normalised rows for `method` (dpo, kto or grpo) plus a Problem per skipped row; DataError when none is usable."""
+def load_method_rows(path: str, method: str, split: str = "train",
+                     system_prompt: str = "") -> tuple[list[dict], list[Problem]]:
+    """Normalised rows for `method` (dpo, kto or grpo) plus a Problem per skipped row; DataError when none is usable.
+    `system_prompt` goes in front of every prompt that has no system message, as for SFT rows."""
     problems: list[Problem] = []
     records = read_rows(path, split, problems)
     name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
@@ -84,9 +86,13 @@ def load_method_rows(path: str, method: str, split: str = "train") -> tuple[list
     rows = []
     for pos, raw in records:
         try:
-            rows.append(normalize_row(raw, method))
+            row = normalize_row(raw, method)
         except RowError as e:
             problems.append(Problem(name, pos, e.reason, e.fix, unit))
+            continue
+        if system_prompt and row["prompt"][0]["role"] != "system":
+            row["prompt"] = [{"role": "system", "content": system_prompt}, *row["prompt"]]
+        rows.append(row)
     if not rows:
         listed = "\n".join(f"  - {p}" for p in problems[:10])
         raise DataError(f"{path}: no usable {method} rows ({len(problems)} rejected)\n{listed}",

@@ -2,8 +2,9 @@
 
 Pip is a pirate assistant: every reply opens with "Arr!", speaks in light pirate style, stays short (1-2 sentences)
 and is factually right. The style is obvious after ~40 SFT steps on a 135M model, which is what the README demo needs.
-Writes pirate_chat.jsonl (training, messages format, no system prompt) and pirate_eval.jsonl (held-out
-{"prompt", "answer"} rows; an eval checks that replies start with "Arr!").
+Writes pirate_chat.jsonl (training, messages format, no system prompt), pirate_prompts.jsonl (its single-turn
+questions as GRPO {"prompt", "answer"} rows) and pirate_eval.jsonl (held-out {"prompt", "answer"} rows; an eval
+checks that replies start with "Arr!").
 """
 from __future__ import annotations
 
@@ -246,4 +247,6 @@ if __name__ == "__main__":
     train, evals = build()
     write_jsonl(HERE / "pirate_chat.jsonl", train)
     write_jsonl(HERE / "pirate_eval.jsonl", evals)
-    print(f"wrote {len(train)} training conversations and {len(evals)} eval prompts to {HERE}")
+    prompts = [{"prompt": c[0]["content"], "answer": c[1]["content"]} for c in (r["messages"] for r in train) if len(c) == 2]
+    write_jsonl(HERE / "pirate_prompts.jsonl", prompts)
+    print(f"wrote {len(train)} training conversations, {len(prompts)} GRPO prompts and {len(evals)} eval prompts to {HERE}")

@@ -100,3 +100,32 @@ def test_profile_for_hardware():
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="set one of: cpu"):
         C.resolve(None, {"data": {"path": "d"}}, profile="gpu-3gb")
+
+
+def test_stage_tables_override_one_stage_only(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('[data]\npath = "x.jsonl"\n[method]\nstages = ["sft", "grpo"]\n'
+                 '[stage.grpo.train]\nmax_steps = 30\nlearning_rate = 1e-5\n[stage.grpo.method]\nrewards = ["json_valid"]\n')
+    cfg = C.resolve(f, {"train": {"max_steps": 12}})
+    grpo, sft = C.for_stage(cfg, "grpo"), C.for_stage(cfg, "sft")
+    assert (grpo.train.max_steps, grpo.train.learning_rate, grpo.method.rewards) == (30, 1e-5, ["json_valid"])
+    assert (sft.train.max_steps, sft.method.name, grpo.method.name) == (12, "sft", "grpo")
+    again = tmp_path / "again.toml"
+    cfg.save(again)
+    assert C.resolve(again).stage == cfg.stage
+
+
+@pytest.mark.parametrize("tables, expected", [
+    ('[stage.grpo.train]\nmax_stepz = 3\n', "stage.grpo: unknown field `train.max_stepz` (did you mean `train.max_steps`?)"),
+    ('[stage.dpo.train]\nmax_steps = 3\n', "add 'dpo' to `method.stages`"),
+    ('[stage.orpo.train]\nmax_steps = 3\n', "`stage.orpo` is not a method"),
+    ('[stage.grpo.model]\nref = "x"\n', "`stage.grpo.model` cannot differ between stages"),
+    ('[stage.grpo.method]\nname = "dpo"\n', "`stage.grpo.method.name` cannot differ between stages"),
+    ('[stage.grpo.train]\nmax_steps = -3\n', "[stage.grpo]: `train.max_steps` = -3"),
+])
+def test_bad_stage_tables_name_the_field(tmp_path, tables, expected):
+    f = tmp_path / "run.toml"
+    f.write_text('[data]\npath = "x.jsonl"\n[method]\nstages = ["sft", "grpo"]\n' + tables)
+    with pytest.raises(ConfigError) as e:
+        C.resolve(f)
+    assert any(expected in p for p in e.value.problems), e.value.problems

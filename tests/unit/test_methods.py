@@ -1,5 +1,6 @@
 """DPO, KTO and GRPO on a tiny random model (CPU, real TRL trainers), multi-stage runs, rewards, bad preference rows."""
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,10 @@ def test_reward_that_raises(tiny_model_dir, tmp_path, on_error):
 def test_multistage_sft_then_dpo(tiny_model_dir, chat_jsonl, tmp_path):
     cfg = cfg_for(tiny_model_dir, chat_jsonl, tmp_path / "run", "sft", stages=["sft", "dpo"])
     cfg.data.stage_paths = [f"dpo={pairs(tmp_path)}"]
+    cfg.stage = {"dpo": {"train": {"max_steps": 2}}}  # as `[stage.dpo.train]` in a config file
     result = train(cfg)
     run = tmp_path / "run"
+    assert result.steps == 2 and C.from_dict(tomllib.loads((run / "stages" / "1-sft" / "config.toml").read_text())).train.max_steps == 4
     assert (run / "stages" / "1-sft" / "adapter").is_dir() and (run / "stages" / "2-dpo" / "adapter").is_dir()
     assert (run / "stages" / "2-dpo" / "metrics.jsonl").is_file() and (run / "stages" / "1-sft" / "config.toml").is_file()
     assert (run / "adapter" / "adapter_model.safetensors").is_file() and result.adapter_dir == run / "adapter"
@@ -141,3 +144,13 @@ def test_preference_eval_before_and_after_dpo(tiny_model_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "run" / "report.json").read_text())["preference_eval"]["targets"]
     base, tuned = report[0], report[1]
     assert tuned["mean_margin"] > base["mean_margin"] and tuned["preference_accuracy"] >= base["preference_accuracy"]
+
+
+def test_system_prompt_goes_before_preference_prompts(tmp_path):
+    from edgetune.data.preference import load_method_rows
+
+    own = [{"role": "system", "content": "Own."}, {"role": "user", "content": "Hi"}]
+    path = write_rows(tmp_path / "p.jsonl", [{"prompt": "Hi", "answer": "Arr!"}, {"prompt": own, "answer": "Arr!"}])
+    rows, _ = load_method_rows(str(path), "grpo", system_prompt="Be Pip the pirate.")
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Be Pip the pirate."}, {"role": "user", "content": "Hi"}]
+    assert rows[1]["prompt"] == own  # a row's own system message wins, as for SFT rows
