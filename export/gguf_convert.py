@@ -233,7 +233,9 @@ def _llama3_rope_freqs(cfg: dict) -> np.ndarray | None:
     return np.asarray(factors, dtype=np.float32)
 
 
-def _write_atomically(writer: gguf.GGUFWriter, plan: Plan, out_path: Path, sink) -> None:
+def write_gguf_atomically(writer: gguf.GGUFWriter, out_path: Path, write_tensors) -> None:
+    """Header, metadata, then `write_tensors()` into a temp file beside `out_path`, fsync'd and renamed over it.
+    On any failure (Ctrl-C included) the temp file is removed and nothing appears at `out_path`."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     os.close(fd)
@@ -241,11 +243,7 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: Plan, out_path: Path, sink)
     try:
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        total = len(plan.tensors)
-        for i, tensor in enumerate(plan.tensors):
-            writer.write_tensor_data(tensor_data(tensor))
-            sink(Progress("gguf-convert", i + 1, total, tensor.name))
+        write_tensors()
         writer.flush()
         os.fsync(writer.fout[0].fileno())
         writer.close()
@@ -254,6 +252,17 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: Plan, out_path: Path, sink)
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_atomically(writer: gguf.GGUFWriter, plan: Plan, out_path: Path, sink) -> None:
+    def tensors():  # streamed one at a time: only one tensor's data is in memory
+        writer.write_ti_data_to_file()
+        total = len(plan.tensors)
+        for i, tensor in enumerate(plan.tensors):
+            writer.write_tensor_data(tensor_data(tensor))
+            sink(Progress("gguf-convert", i + 1, total, tensor.name))
+
+    write_gguf_atomically(writer, out_path, tensors)
 
 
 def tensor_data(tensor: PlannedTensor) -> np.ndarray:

@@ -132,7 +132,7 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .gguf_convert import ARCHS, _read_config
+    from .gguf_convert import ARCHS, _read_config, write_gguf_atomically
 
     model_dir, out_path = Path(model_dir), Path(out_path)
     cfg = _read_config(model_dir)
@@ -178,18 +178,7 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     for name in sorted(sums):
         writer.add_tensor(f"{name}.in_sum2", sums[name].numpy().astype(np.float32).reshape(1, -1))
         writer.add_tensor(f"{name}.counts", np.array([[counts[name]]], dtype=np.float32))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    write_gguf_atomically(writer, out_path, writer.write_tensors_to_file)
     return out_path
 
 

@@ -71,3 +71,27 @@ def test_auto_engine_picks_unsloth_on_cuda():
 
     cfg = C.RunConfig()
     assert select("auto", detect(), cfg).name == "unsloth"
+
+
+@pytest.mark.parametrize("method", ["dpo", "grpo"])
+def test_unsloth_preference_and_rl_methods_train(smollm2_dir, tmp_path, method):
+    """DPO and GRPO through Unsloth's patched TRL trainers on the 8 GB profile's defaults."""
+    from edgetune.events import Collect, TrainStep
+    from edgetune.train import train
+
+    from conftest import SAMPLE
+
+    data = SAMPLE / ("pirate_pairs.jsonl" if method == "dpo" else "pirate_prompts.jsonl")
+    cfg = sft_cfg(smollm2_dir, data, tmp_path / "run", "unsloth", steps=10)
+    cfg.method.name = method
+    if method == "grpo":
+        cfg.method.rewards, cfg.method.reward_pattern = ["regex_format"], "^Arr!"
+    events = Collect()
+    torch.cuda.reset_peak_memory_stats()
+    result = train(cfg, events)
+    steps = events.of(TrainStep)
+    print(json.dumps({"engine": "unsloth", "method": method, "steps": len(steps), "seconds": result.seconds,
+                      "peak_vram_mb": torch.cuda.max_memory_allocated() / 2**20,
+                      "last": {k: v for k, v in steps[-1].extra.items() if isinstance(v, (int, float))}}))
+    assert result.steps == 10 and (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "reward" in steps[-1].extra if method == "grpo" else "rewards/margins" in steps[-1].extra
