@@ -47,12 +47,24 @@ def metric(metrics: Path, key: str) -> list[float]:
     return [x[key] for x in lines if x.get("event") == "TrainStep" and key in x]
 
 
-def task_score(run: Path, label: str, with_base: bool = False) -> list[tuple[str, float]]:
+def task_score(run: Path, label: str, with_base: bool = False) -> list[dict]:
+    """`edgetune eval RUN --data pirate_eval.jsonl --match prefix:1` (base first, then the run's adapter)."""
     from edgetune.evaluate import PIRATE_MATCH, run_eval
 
     results = run_eval(str(run), str(DATA / "pirate_eval.jsonl"), max_tokens=EVAL_TOKENS, match=PIRATE_MATCH)
-    out = [(label if r["label"] != results[0]["label"] else "base", r["task_score"]) for r in results]
-    return out if with_base else out[1:]
+    results[0]["label"] = "base"
+    for r in results[1:]:
+        r["label"] = label
+    return results if with_base else results[1:]
+
+
+def print_scores(results: list[dict]) -> None:
+    print(f"  held-out questions ({results[0]['n']}): task score = reply opens with \"Arr!\" (greedy, {EVAL_TOKENS} "
+          "tokens); held-out loss = nats/token of the reference replies")
+    for r in results:
+        print(f"    {r['label']:30s} task score {r['task_score']:6.1%}   held-out loss {r['heldout_loss']:.3f}")
+    for e in results[-1]["examples"][:4]:  # so a gamed score shows: the replies themselves
+        print(f"    {results[-1]['label']}: {e['prompt']!r} -> {e['reply']!r}")
 
 
 def grpo(work: Path, config: Path) -> None:
@@ -64,9 +76,7 @@ def grpo(work: Path, config: Path) -> None:
     print(f"\nGRPO ({len(r)} steps after the SFT stage, {seconds:.0f} s in all)")
     print(f"  mean reward, first 5 steps {statistics.mean(r[:5]):.3f}  ->  last 5 steps {statistics.mean(r[-5:]):.3f}")
     print(f"  per step: {' '.join(f'{x:.2f}' for x in r)}")
-    print(f"  held-out task score (30 questions, reply opens with \"Arr!\", greedy, {EVAL_TOKENS} tokens):")
-    for label, s in scores:
-        print(f"    {label:32s} {s:6.1%}")
+    print_scores(scores)
 
 
 def dpo(work: Path, steps: int) -> None:
@@ -89,7 +99,7 @@ def dpo(work: Path, steps: int) -> None:
         label = "base" if res is results[0] else "after DPO"
         print(f"    {label:12s} preference accuracy {res['preference_accuracy']:6.1%}   "
               f"mean log-prob margin {res['mean_margin']:+8.2f}")
-    print("  held-out task score (reply opens with \"Arr!\"):", ", ".join(f"{k} {v:.1%}" for k, v in scores))
+    print_scores(scores)
 
 
 def main() -> int:
@@ -99,6 +109,9 @@ def main() -> int:
     ap.add_argument("--grpo-config", type=Path, default=DATA / "pirate_sft_grpo.toml")
     ap.add_argument("--dpo-steps", type=int, default=40)
     a = ap.parse_args()
+    from edgetune.console import quiet_libraries
+
+    quiet_libraries()
     work = a.work or Path(tempfile.mkdtemp(prefix="edgetune-quality-"))
     print(f"runs in {work}")
     if a.only in (None, "grpo"):

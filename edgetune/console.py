@@ -22,6 +22,23 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
+def method_parts(x: dict) -> list[str]:
+    """GRPO: reward mean±std, each reward function's mean, KL, completion length. DPO/KTO: margin, accuracy,
+    chosen/rejected rewards. Keys as TRL logs them."""
+    parts = []
+    if "reward" in x:
+        parts.append(f"reward {x['reward']:.3f}" + (f"±{x['reward_std']:.2f}" if "reward_std" in x else ""))
+        each = [(k[len("rewards/"):-len("/mean")], v) for k, v in x.items() if k.startswith("rewards/") and k.endswith("/mean")]
+        if len(each) > 1:
+            parts.append("(" + ", ".join(f"{name} {v:.2f}" for name, v in each) + ")")
+    for key, label, fmt in (("kl", "kl", ".4f"), ("completions/mean_length", "len", ".0f"),
+                            ("rewards/margins", "margin", ".3f"), ("rewards/accuracies", "acc", ".2f"),
+                            ("rewards/chosen", "chosen", ".3f"), ("rewards/rejected", "rejected", ".3f")):
+        if isinstance(x.get(key), (int, float)):
+            parts.append(f"{label} {x[key]:{fmt}}")
+    return parts
+
+
 def step_line(e: TrainStep) -> str:
     parts = [f"step {e.step}/{e.max_steps}"]
     if e.loss is not None:
@@ -30,9 +47,7 @@ def step_line(e: TrainStep) -> str:
         parts.append(f"lr {e.learning_rate:.2e}")
     if e.grad_norm is not None:
         parts.append(f"grad {e.grad_norm:.2f}")
-    for k in ("reward", "rewards/margins", "rewards/accuracies"):
-        if k in e.extra:
-            parts.append(f"{k.split('/')[-1]} {e.extra[k]:.3f}")
+    parts += method_parts(e.extra)
     if e.tokens_per_s:
         parts.append(f"{e.tokens_per_s:.0f} tok/s")
     if e.memory_mb:

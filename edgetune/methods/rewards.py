@@ -94,6 +94,16 @@ def length_penalty(completions, **_) -> list[float]:
     return [-min(1.0, len(completion_text(c)) / 512) for c in completions]
 
 
+def repetition_penalty(completions, **_) -> list[float]:
+    """Down to -1 for completions that repeat themselves: minus the share of words (lower-cased) that repeat an
+    earlier word. Pair it with a format reward, which a policy otherwise games by looping ("Arr! Arr! Arr!")."""
+    out = []
+    for c in completions:
+        words = completion_text(c).lower().split()
+        out.append(-(1 - len(set(words)) / len(words)) if words else 0.0)
+    return out
+
+
 @dataclass
 class Reward:
     name: str
@@ -105,7 +115,7 @@ def build(specs: list[str], cfg) -> list[Reward]:
     """Parse NAME[=WEIGHT] specs into reward functions; unknown names list what exists."""
     library = {"answer_match": answer_match, "numeric_match": make_numeric_match(cfg.method.numeric_tolerance),
                "regex_format": make_regex_format(cfg.method.reward_pattern), "json_valid": json_valid,
-               "length_penalty": length_penalty}
+               "length_penalty": length_penalty, "repetition_penalty": repetition_penalty}
     rewards, problems = [], []
     for spec in specs:
         name, _, weight = spec.partition("=")

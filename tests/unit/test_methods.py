@@ -121,12 +121,14 @@ def test_no_usable_rows_is_a_data_error(tmp_path):
 
 
 def test_reward_library():
-    from edgetune.methods.rewards import answer_match, json_valid, make_numeric_match, make_regex_format
+    from edgetune.methods.rewards import (answer_match, json_valid, make_numeric_match, make_regex_format,
+                                          repetition_penalty)
 
     assert answer_match(["<answer>42</answer>", "it is 41"], ["42", "42"]) == [1.0, 0.0]
     assert make_numeric_match(1e-3)(["#### 3.0001"], ["3"]) == [1.0]
     assert make_regex_format(r"^Arr!")([[{"role": "assistant", "content": "Arr! yes"}], "no"]) == [1.0, 0.0]
     assert json_valid(['{"a": 1}', "```json\n[1]\n```", "{bad"]) == [1.0, 1.0, 0.0]
+    assert repetition_penalty(["Arr! Rome be the capital, matey.", "Arr! Arr! Arr! Arr!", ""]) == [0.0, -0.75, 0.0]
 
 
 def test_preference_eval_before_and_after_dpo(tiny_model_dir, tmp_path, capsys):
@@ -154,3 +156,17 @@ def test_system_prompt_goes_before_preference_prompts(tmp_path):
     rows, _ = load_method_rows(str(path), "grpo", system_prompt="Be Pip the pirate.")
     assert rows[0]["prompt"] == [{"role": "system", "content": "Be Pip the pirate."}, {"role": "user", "content": "Hi"}]
     assert rows[1]["prompt"] == own  # a row's own system message wins, as for SFT rows
+
+
+def test_cli_progress_shows_method_metrics():
+    from edgetune.console import step_line
+
+    grpo = TrainStep(3, 30, 0.1, 1e-4, 0.5, extra={"reward": 0.85, "reward_std": 0.2, "rewards/regex_format/mean": 0.9,
+                                                     "rewards/repetition_penalty/mean": -0.05, "kl": 0.0123,
+                                                     "completions/mean_length": 18.2})
+    line = step_line(grpo)
+    assert "reward 0.850±0.20" in line and "(regex_format 0.90, repetition_penalty -0.05)" in line
+    assert "kl 0.0123" in line and "len 18" in line
+    dpo = TrainStep(3, 30, 0.6, extra={"rewards/chosen": 0.1, "rewards/rejected": -0.2, "rewards/margins": 0.3,
+                                       "rewards/accuracies": 0.75})
+    assert "margin 0.300  acc 0.75  chosen 0.100  rejected -0.200" in step_line(dpo)
