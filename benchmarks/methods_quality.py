@@ -3,10 +3,10 @@
     python benchmarks/methods_quality.py [--only grpo|dpo] [--work DIR] [--grpo-config FILE] [--dpo-steps 40]
 
 GRPO: `edgetune train -c edgetune/sample_data/pirate_sft_grpo.toml` (a short SFT stage that leaves the "Arr!"
-opening half-learnt, then GRPO with the `regex_format` reward `^Arr!` on the training questions). Printed: the
-GRPO stage's mean reward over its first and last 5 steps (metrics.jsonl), and `edgetune eval` task score (reply
-opens with "Arr!", greedy) on the 30 held-out questions of pirate_eval.jsonl for the base, the SFT stage (before
-GRPO) and the final adapter (after).
+opening half-learnt, then GRPO on the training questions with `regex_format` "Arr! and four more words" and
+`repetition_penalty`). Printed: the GRPO stage's mean reward over its first and last 5 steps (metrics.jsonl), and
+`edgetune eval --match regex:<the same pattern>` task score and held-out loss on the 30 held-out questions of
+pirate_eval.jsonl for the base, the SFT stage (before GRPO) and the final adapter (after), with example replies.
 DPO: `edgetune train --method dpo --data pirate_pairs.jsonl` from the base; printed: preference accuracy and mean
 log-prob margin on the held-out pairs of pirate_pairs_eval.jsonl (questions never trained on; `rejected` is the
 base model's own reply), base vs tuned, as `edgetune eval RUN --data pirate_pairs_eval.jsonl` computes them, plus
@@ -47,11 +47,11 @@ def metric(metrics: Path, key: str) -> list[float]:
     return [x[key] for x in lines if x.get("event") == "TrainStep" and key in x]
 
 
-def task_score(run: Path, label: str, with_base: bool = False) -> list[dict]:
-    """`edgetune eval RUN --data pirate_eval.jsonl --match prefix:1` (base first, then the run's adapter)."""
-    from edgetune.evaluate import PIRATE_MATCH, run_eval
+def task_score(run: Path, label: str, match: str, with_base: bool = False) -> list[dict]:
+    """`edgetune eval RUN --data pirate_eval.jsonl --match MATCH` (base first, then the run's adapter)."""
+    from edgetune.evaluate import run_eval
 
-    results = run_eval(str(run), str(DATA / "pirate_eval.jsonl"), max_tokens=EVAL_TOKENS, match=PIRATE_MATCH)
+    results = run_eval(str(run), str(DATA / "pirate_eval.jsonl"), max_tokens=EVAL_TOKENS, match=match)
     results[0]["label"] = "base"
     for r in results[1:]:
         r["label"] = label
@@ -59,8 +59,8 @@ def task_score(run: Path, label: str, with_base: bool = False) -> list[dict]:
 
 
 def print_scores(results: list[dict]) -> None:
-    print(f"  held-out questions ({results[0]['n']}): task score = reply opens with \"Arr!\" (greedy, {EVAL_TOKENS} "
-          "tokens); held-out loss = nats/token of the reference replies")
+    print(f"  held-out questions ({results[0]['n']}): task score = share of greedy replies ({EVAL_TOKENS} tokens) "
+          f"matching {results[0]['match']}; held-out loss = nats/token of the reference replies")
     for r in results:
         print(f"    {r['label']:30s} task score {r['task_score']:6.1%}   held-out loss {r['heldout_loss']:.3f}")
     for e in results[-1]["examples"][:4]:  # so a gamed score shows: the replies themselves
@@ -71,8 +71,11 @@ def grpo(work: Path, config: Path) -> None:
     run = work / "grpo"
     seconds = sh("edgetune", "train", "-c", str(config), "--run-dir", str(run))
     r = metric(run / "stages" / "2-grpo" / "metrics.jsonl", "reward")
-    scores = task_score(run / "stages" / "1-sft", "after SFT stage (before GRPO)", with_base=True)
-    scores += task_score(run, "after GRPO")
+    from edgetune.config import resolve
+
+    match = f"regex:{resolve(config).method.reward_pattern}"  # the GRPO reward's own rule
+    scores = task_score(run / "stages" / "1-sft", "after SFT stage (before GRPO)", match, with_base=True)
+    scores += task_score(run, "after GRPO", match)
     print(f"\nGRPO ({len(r)} steps after the SFT stage, {seconds:.0f} s in all)")
     print(f"  mean reward, first 5 steps {statistics.mean(r[:5]):.3f}  ->  last 5 steps {statistics.mean(r[-5:]):.3f}")
     print(f"  per step: {' '.join(f'{x:.2f}' for x in r)}")
@@ -90,7 +93,9 @@ def dpo(work: Path, steps: int) -> None:
     acc = metric(run / "metrics.jsonl", "rewards/accuracies")
     rows, _ = load_method_rows(str(DATA / "pirate_pairs_eval.jsonl"), "dpo")
     results = score_pairs(targets_for(str(run)), rows)
-    scores = task_score(run, "after DPO", with_base=True)
+    from edgetune.evaluate import PIRATE_MATCH
+
+    scores = task_score(run, "after DPO", PIRATE_MATCH, with_base=True)
     print(f"\nDPO ({steps} steps, {seconds:.0f} s)")
     print(f"  training-batch preference accuracy, first 5 steps {statistics.mean(acc[:5]):.2f} -> last 5 "
           f"{statistics.mean(acc[-5:]):.2f}")

@@ -163,7 +163,7 @@ def export(
     imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
     keep_f16: Optional[bool] = typer.Option(None, "--keep-f16", help=H("export.keep_f16")),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Rows with prompt/answer: adds a task score per GGUF file (and to the auto table)."),
-    match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k]."),
+    match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k] | regex:PATTERN."),
     onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
                                    "Repeatable; alone, it skips the GGUF export."),
 ):
@@ -230,7 +230,7 @@ def _print_export_table(result) -> None:
 def eval_cmd(
     target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
     data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
-    match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer)."),
+    match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer) | regex:PATTERN (searched in the reply, like the regex_format reward)."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
 ):

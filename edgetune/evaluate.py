@@ -151,18 +151,32 @@ def normalize(text: str) -> str:
     return " ".join(w for w in " ".join(parts).split() if w not in _ARTICLES)
 
 
-def parse_match(spec: str) -> tuple[str, int]:
-    """"exact" | "prefix[:k]" | "contains[:k]" -> (mode, k); k = 0 means the whole answer."""
-    mode, _, k = str(spec).strip().lower().partition(":")
+def parse_match(spec: str) -> tuple[str, int | str]:
+    """"exact" | "prefix[:k]" | "contains[:k]" -> (mode, k), k = 0 meaning the whole answer;
+    "regex:PATTERN" -> ("regex", PATTERN), searched in the raw reply (the answer is not used), like the
+    `regex_format` reward, so a GRPO format task can be scored with its own rule."""
+    mode, _, k = str(spec).strip().partition(":")
+    mode = mode.lower()
+    if mode == "regex":
+        try:
+            re.compile(k)
+        except re.error as e:
+            raise ConfigError([f"match rule {spec!r}: bad regular expression ({e})"],
+                              hint='write a Python regex after "regex:", e.g. "regex:^Arr! \\w+"') from None
+        if not k:
+            raise ConfigError([f"match rule {spec!r} has no pattern"], hint='write it as "regex:PATTERN"')
+        return mode, k
     if mode not in MATCH_MODES or (k and not k.isdigit()) or (mode == "exact" and k):
         raise ConfigError([f"match rule {spec!r} is not known"],
-                          hint='use "exact", "prefix", "prefix:K" (the answer\'s first K words), "contains" or '
-                               '"contains:K"; e.g. "prefix:1" checks the first word only')
+                          hint='use "exact", "prefix", "prefix:K" (the answer\'s first K words), "contains", '
+                               '"contains:K" or "regex:PATTERN"; e.g. "prefix:1" checks the first word only')
     return mode, int(k or 0)
 
 
 def is_correct(reply: str, answer: str, match: str = "exact") -> bool:
     mode, k = parse_match(match)
+    if mode == "regex":
+        return re.search(k, reply, re.MULTILINE) is not None  # as the regex_format reward reads it
     got, want = normalize(extract_answer(reply)).split(), normalize(extract_answer(answer)).split()
     want = want[:k] if k else want
     if mode == "exact":

@@ -76,6 +76,19 @@ def test_prefix_and_contains():
     assert is_correct("Well, arr then hoist it", answer, "contains:3")
 
 
+def test_regex_match_scores_like_the_regex_format_reward():
+    from edgetune.methods.rewards import make_regex_format
+
+    rule = r"^Arr! \S+( \S+){3}"
+    replies = ["Arr! Rome be the capital, matey.", "Arr!", "Arr! Arr!", "Rome. Arr! it be so"]
+    assert [is_correct(r, "unused", f"regex:{rule}") for r in replies] == [True, False, False, False]
+    assert make_regex_format(rule)(replies) == [1.0, 0.0, 0.0, 0.0]
+    assert parse_match("regex:^A(b)") == ("regex", "^A(b)")  # the pattern keeps its case and colons
+    for bad in ("regex:(", "regex:"):
+        with pytest.raises(ConfigError, match="regex"):
+            parse_match(bad)
+
+
 @pytest.mark.parametrize("spec, expected", [("exact", ("exact", 0)), ("prefix", ("prefix", 0)),
                                             ("Prefix:2", ("prefix", 2)), ("contains:3", ("contains", 3))])
 def test_parse_match(spec, expected):
