@@ -65,3 +65,24 @@ async def test_dpo_trains_from_the_setup_screen(tiny_model_dir, tmp_path, record
     done = recorder.of(TrainingFinished)[-1]
     assert (done.stopped, done.steps) == (False, 2), recorder.of(ErrorRaised)
     assert recorder.of(TrainingStepped)[-1].event.loss is not None
+
+
+async def test_grpo_shows_reward_fields_and_saves_them(tiny_model_dir, tmp_path, recorder):
+    app = make_app(hardware=FAKE_HARDWARE, shape_of=fake_shape_of, runs_root=tmp_path / "runs")
+    async with app.run_test(size=(100, 30), message_hook=recorder, notifications=True) as pilot:
+        screen = app.screen
+        rewards_row = screen.query_one("#rewards", Input).parent
+        assert not rewards_row.display  # SFT: no rewards to set
+        screen.query_one("#stages", Input).value = "sft,grpo"
+        await pilot.pause()
+        assert rewards_row.display
+        for input_id, value in dict(model=str(tiny_model_dir), data=str(DPO_GOOD), run_name="rl",
+                                    rewards="regex_format, repetition_penalty=0.5",
+                                    reward_pattern=r"^Arr! \w+").items():
+            screen.query_one(f"#{input_id}", Input).value = value
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    saved = C.resolve(tmp_path / "runs" / "rl" / "config.toml", check=False)
+    assert saved.method.rewards == ["regex_format", "repetition_penalty=0.5"]
+    assert saved.method.reward_pattern == r"^Arr! \w+" and saved.method.stages == ["sft", "grpo"]

@@ -80,6 +80,11 @@ class SetupScreen(Screen):
                                                 compact=True, id="stages"))
                 yield field_row("Stage data", Input("", placeholder="dpo=pairs.jsonl,… (else Dataset)",
                                                     compact=True, id="stage_paths"))
+                defaults = C.MethodConfig()  # GRPO's rewards: shown only while GRPO is the method or a stage
+                yield field_row("Rewards", Input(",".join(defaults.rewards), compact=True, id="rewards",
+                                                 placeholder="answer_match,length_penalty=0.1,my_mod:fn …"))
+                yield field_row("Pattern", Input(defaults.reward_pattern, compact=True, id="reward_pattern",
+                                                 placeholder="regex for regex_format"))
                 for input_id, label, *_ in SETTINGS:
                     yield field_row(label, Input("", compact=True, id=input_id,
                                                  type="number" if input_id == "learning_rate" else "integer"))
@@ -94,6 +99,7 @@ class SetupScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.show_reward_fields()
         if self.app.hardware is None:
             self.detect_hardware()
         else:
@@ -168,7 +174,15 @@ class SetupScreen(Screen):
 
     @on(Input.Changed, "#stages")
     def stages_changed(self) -> None:
+        self.show_reward_fields()
         self.check_data()
+
+    def uses_grpo(self) -> bool:
+        return self.method() == "grpo" or "grpo" in self.stages()
+
+    def show_reward_fields(self) -> None:
+        for input_id in ("rewards", "reward_pattern"):
+            self.query_one(f"#{input_id}", Input).parent.display = self.uses_grpo()
 
     @on(Input.Changed, "#max_steps, #learning_rate, #lora_r, #batch_size, #max_length")
     def settings_changed(self) -> None:
@@ -204,6 +218,7 @@ class SetupScreen(Screen):
 
     @on(Select.Changed, "#method")
     def method_changed(self) -> None:
+        self.show_reward_fields()
         self.update_memory()
         self.check_data()
 
@@ -275,6 +290,10 @@ class SetupScreen(Screen):
                              "stage_paths": [p.strip() for p in self.query_one("#stage_paths", Input).value.split(",")
                                              if p.strip()]}
         overrides["method"] = {"name": self.method(), "stages": self.stages()}
+        if self.uses_grpo():
+            overrides["method"]["rewards"] = [r.strip() for r in self.query_one("#rewards", Input).value.split(",")
+                                              if r.strip()]
+            overrides["method"]["reward_pattern"] = self.query_one("#reward_pattern", Input).value
         name = self.query_one("#run_name", Input).value.strip()
         method = "-".join(self.stages()) or self.method()
         name = runs.slug(name or f"{Path(model).stem}-{method}-{time.strftime('%Y%m%d-%H%M%S')}")
