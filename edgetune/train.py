@@ -24,8 +24,30 @@ class TrainResult:
     seconds: float
 
 
-def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
-    """Print the memory estimate; on CUDA shrink the batch (keeping the effective batch) to fit the card."""
+def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
+    """Tokens in the longest sequence a step can hold, from the data itself: batches pad to their longest row, so
+    the peak follows that, not `train.max_length`. GRPO: the longest prompt plus `method.max_completion_length`.
+    None when packing fills every sequence to max_length. Preference rows are tokenized only for the 32 longest by
+    characters (a close proxy), so this stays quick on large sets."""
+    if cfg.method.name == "sft":
+        return None if cfg.train.packing else max(map(len, train_ds["input_ids"]), default=0) or None
+    parts = {"dpo": ("chosen", "rejected"), "kto": ("completion",), "grpo": ()}[cfg.method.name]
+    convs = [row["prompt"] + row[k] for row in train_ds for k in parts] if parts else list(train_ds["prompt"])
+
+    def chars(msgs):
+        return sum(len(m["content"]) for m in msgs)
+
+    longest = sorted(convs, key=chars, reverse=True)[:32]
+    tokens = max((len(tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=not parts,
+                                                     return_dict=True)["input_ids"]) for c in longest), default=0)
+    if cfg.method.name == "grpo":
+        tokens += cfg.method.max_completion_length
+    return min(tokens, cfg.train.max_length) or None
+
+
+def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: int | None = None) -> None:
+    """Print the memory estimate; on CUDA shrink the batch (keeping the effective batch) to fit the card.
+    `longest`: tokens in the longest sequence of this data (see longest_sequence); else max_length is assumed."""
     from transformers import AutoConfig
 
     from edgetune.memory import ModelShape, estimate, fit_batch
@@ -38,7 +60,6 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
     t = cfg.train
 
     def make(batch):
-        # DPO runs chosen and rejected through the model: twice the activations of SFT at the same batch.
         return estimate(shape, r=cfg.lora.r, n_targets=len(cfg.lora.target_modules), batch=seq_for(batch), seq=t_seq,
                         load_in_4bit=cfg.model.load_in_4bit, checkpointing=t.gradient_checkpointing,
                         compute_bytes=precision.nbytes, device=hw.device, eight_bit_optim=hw.device == "cuda")
@@ -46,16 +67,17 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink) -> None:
     m = cfg.method
     if m.name == "grpo":  # a step holds batch completions of prompt + completion tokens, and generates them
         seq_for = lambda batch: batch * max(1, m.num_generations // max(1, batch))  # noqa: E731
-        t_seq = min(t.max_length, 256 + m.max_completion_length)
-    else:
-        seq_for, t_seq = (lambda batch: batch * (2 if m.name == "dpo" else 1)), t.max_length  # noqa: E731
+        t_seq = longest or min(t.max_length, 256 + m.max_completion_length)
+    else:  # DPO runs chosen and rejected through the model: twice the sequences of SFT at the same batch
+        seq_for, t_seq = (lambda batch: batch * (2 if m.name == "dpo" else 1)), longest or t.max_length  # noqa: E731
     budget = hw.vram_gb * 0.92 if hw.device == "cuda" else hw.ram_gb * 0.8
     batch, accum, est = fit_batch(make, t.batch_size, t.grad_accum, budget)
     if batch != t.batch_size:
         sink(Note(f"batch {t.batch_size} x accumulation {t.grad_accum} does not fit {budget:.1f} GB; "
                   f"using batch {batch} x accumulation {accum} (same effective batch)", "warning"))
         t.batch_size, t.grad_accum = batch, accum
-    sink(Note(f"{shape.n_params / 1e6:,.1f}M parameters; {est.describe()}"))
+    length = f"{t_seq} tokens per sequence (the longest in this data)" if longest else f"{t_seq} tokens per sequence"
+    sink(Note(f"{shape.n_params / 1e6:,.1f}M parameters; at {length}: {est.describe()}"))
     if est.total_gb > budget:
         sink(Note(f"the estimate exceeds the {budget:.1f} GB budget even at batch 1: lower train.max_length, "
                   "enable model.load_in_4bit and train.gradient_checkpointing, or use a smaller model", "warning"))
@@ -139,7 +161,7 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
-    plan_memory(cfg, resolved.path, hw, precision, sink)
+    plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
     cfg.save(run_dir / runs.CONFIG)
     sink(StageFinished("plan", time.time() - t_start))
 

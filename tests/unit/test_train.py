@@ -87,3 +87,35 @@ def test_sample_generations_every_n_steps(tiny_model_dir, chat_jsonl, tmp_path):
     samples = events.of(SampleGenerated)
     assert [s.step for s in samples] == [2, 4]
     assert samples[0].prompt == "Say the word number 0."
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "grpo"])
+def test_memory_plan_uses_the_longest_sequence_of_the_data(tiny_model_dir, chat_jsonl, tmp_path, method):
+    """Batches pad to their longest row: the estimate follows the data, not train.max_length."""
+    from transformers import AutoTokenizer
+
+    from edgetune.train import longest_sequence, prepare_data
+
+    rows = [{"prompt": "Say " + "hi " * i, "chosen": "Arr! " * (i + 1), "rejected": "No.", "answer": "Arr!"}
+            for i in range(1, 12)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = C.resolve(None, {"model": {"ref": str(tiny_model_dir)}, "data": {"path": str(chat_jsonl if method == "sft" else data)},
+                           "run_dir": str(tmp_path / "run"), "method": {"name": method, "max_completion_length": 16},
+                           "train": {"max_length": 512}}, profile="cpu")
+    (tmp_path / "run").mkdir()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ds, _ = prepare_data(cfg, tok, tmp_path / "run", lambda e: None)
+    n = longest_sequence(cfg, tok, ds)
+    if method == "sft":
+        assert n == max(len(x) for x in ds["input_ids"])
+    else:
+        longest = rows[-1]
+        msgs = [{"role": "user", "content": longest["prompt"]}]
+        prompt = len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        assert n > prompt if method == "dpo" else n == prompt + 16
+    assert n < 512
+    cfg.train.max_length = 8
+    assert longest_sequence(cfg, tok, ds) == 8 or method == "sft"  # never past max_length (SFT rows are cut at load)
+    cfg.train.packing = True
+    assert longest_sequence(cfg, tok, ds) is None or method != "sft"  # packed rows fill max_length
