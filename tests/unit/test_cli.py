@@ -86,3 +86,25 @@ def test_usage_errors_exit_2_without_traceback(args):
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "edgetune.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and all(c in out.stdout for c in ("train", "export", "eval", "chat", "tui"))
+
+
+PREF = Path(__file__).parent.parent / "data" / "preference"
+
+
+@pytest.mark.parametrize("method, rows, needle", [
+    ("dpo", None, "dpo_bad.jsonl:3"),
+    ("kto", ['{"prompt": "Hi", "completion": "Arr!", "label": true}', '{"prompt": "Hi", "completion": "No", "label": "yes"}'],
+     "rows.jsonl:2: `label` is"),
+    ("grpo", ['{"prompt": "1+1?", "answer": "2"}', '{"prompt": "2+2?", "answer": ""}', '{"prompt": [], "answer": "4"}'],
+     "rows.jsonl:2: `answer`"),
+])
+def test_validate_method_rows(method, rows, needle, tiny_model_dir, tmp_path, capsys):
+    path = PREF / "dpo_bad.jsonl"
+    if rows:
+        path = tmp_path / "rows.jsonl"
+        path.write_text("\n".join(rows) + "\n")
+    code, text = run_cli(capsys, "validate", "--method", method, "--data", path, "--model", tiny_model_dir)
+    flat = " ".join(text.split())
+    assert code == 1 and needle in flat and "fix:" in flat and "Traceback" not in text
+    good = PREF / f"{method}_good.jsonl"
+    assert run_cli(capsys, "validate", "--method", method, "--data", good, "--model", tiny_model_dir)[0] == 0
