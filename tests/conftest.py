@@ -16,10 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tinymodels  # noqa: E402
+from shared_data import SAMPLE, write_chat_jsonl  # noqa: E402,F401  (SAMPLE: for tests that used it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
-SAMPLE = REPO / "edgetune" / "sample_data"
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +42,4 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture
 def chat_jsonl(tmp_path) -> Path:
-    """A small messages-format file that a tiny model can overfit."""
-    import json
-
-    rows = []
-    for i in range(24):
-        rows.append({"messages": [{"role": "user", "content": f"Say the word number {i % 6}."},
-                                  {"role": "assistant", "content": f"Arr! Word {i % 6} it be."}]})
-    path = tmp_path / "chat.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
+    return write_chat_jsonl(tmp_path)

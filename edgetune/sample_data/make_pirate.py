@@ -239,6 +239,11 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict]]:
     return train, evals
 
 
+def grpo_prompts(train: list[dict]) -> list[dict]:
+    """The single-turn training questions as GRPO rows (the reply is the reference answer)."""
+    return [{"prompt": c[0]["content"], "answer": c[1]["content"]} for c in (r["messages"] for r in train) if len(c) == 2]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
@@ -247,6 +252,6 @@ if __name__ == "__main__":
     train, evals = build()
     write_jsonl(HERE / "pirate_chat.jsonl", train)
     write_jsonl(HERE / "pirate_eval.jsonl", evals)
-    prompts = [{"prompt": c[0]["content"], "answer": c[1]["content"]} for c in (r["messages"] for r in train) if len(c) == 2]
+    prompts = grpo_prompts(train)
     write_jsonl(HERE / "pirate_prompts.jsonl", prompts)
     print(f"wrote {len(train)} training conversations, {len(prompts)} GRPO prompts and {len(evals)} eval prompts to {HERE}")

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from shared_data import SAMPLE
+
 torch = pytest.importorskip("torch")
 pytestmark = [
     pytest.mark.gpu,
@@ -29,7 +31,6 @@ def test_unsloth_qlora_sft_learns_and_merges(smollm2_dir, tmp_path):
     from edgetune.merge import merge
     from edgetune.train import train
 
-    from conftest import SAMPLE
 
     data = SAMPLE / "pirate_chat.jsonl"
     events = Collect()
@@ -48,7 +49,6 @@ def test_unsloth_qlora_sft_learns_and_merges(smollm2_dir, tmp_path):
 
 def test_hf_engine_4bit_on_cuda_for_comparison(smollm2_dir, tmp_path):
     """The same run through transformers+PEFT+bitsandbytes, printed next to Unsloth's numbers."""
-    from conftest import SAMPLE
 
     from edgetune.events import Collect, TrainStep
     from edgetune.train import train
@@ -79,7 +79,6 @@ def test_unsloth_preference_and_rl_methods_train(smollm2_dir, tmp_path, method):
     from edgetune.events import Collect, TrainStep
     from edgetune.train import train
 
-    from conftest import SAMPLE
 
     data = SAMPLE / ("pirate_pairs.jsonl" if method == "dpo" else "pirate_prompts.jsonl")
     cfg = sft_cfg(smollm2_dir, data, tmp_path / "run", "unsloth", steps=10)

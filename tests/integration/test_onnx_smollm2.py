@@ -14,21 +14,13 @@ pytest.importorskip("onnxruntime_genai")
 from edgetune.export import verify  # noqa: E402
 from edgetune.export.onnx_export import build_variant  # noqa: E402
 from edgetune.export.onnx_verify import check_onnx_gate, verify_onnx  # noqa: E402
-
-CONVERSATIONS = [  # stand-ins for a run's held-out rows, rendered with the model's own chat template
-    [{"role": "user", "content": "What is the boiling point of water at sea level?"},
-     {"role": "assistant", "content": "Water boils at 100 degrees Celsius (212 degrees Fahrenheit) at sea level."}],
-    [{"role": "system", "content": "You answer in one sentence."},
-     {"role": "user", "content": "Why is the sky blue?"},
-     {"role": "assistant", "content": "Air scatters blue sunlight more than red light, so the sky looks blue."}],
-]
+from shared_data import held_out_texts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def results(smollm2_dir, tmp_path_factory) -> dict[str, dict]:
     ref = verify.HFReference(smollm2_dir)
-    texts = [ref.tokenizer.apply_chat_template(c, tokenize=False) for c in CONVERSATIONS]
-    texts += verify.heldout_texts(None, ref.tokenizer)
+    texts = held_out_texts(ref.tokenizer)
     out = tmp_path_factory.mktemp("smollm2_onnx")
     found = {}
     for variant in ("fp32", "int8", "int4"):

@@ -17,14 +17,7 @@ from edgetune.export import verify  # noqa: E402
 from edgetune.export.gguf_convert import convert  # noqa: E402
 from edgetune.export.modelfile import write_modelfile  # noqa: E402
 from edgetune.export.quantize import quantize  # noqa: E402
-
-CONVERSATIONS = [  # stand-ins for a run's held-out rows, rendered with the model's own chat template
-    [{"role": "user", "content": "What is the boiling point of water at sea level?"},
-     {"role": "assistant", "content": "Water boils at 100 degrees Celsius (212 degrees Fahrenheit) at sea level."}],
-    [{"role": "system", "content": "You answer in one sentence."},
-     {"role": "user", "content": "Why is the sky blue?"},
-     {"role": "assistant", "content": "Air scatters blue sunlight more than red light, so the sky looks blue."}],
-]
+from shared_data import held_out_texts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +27,7 @@ def ref(smollm2_dir):
 
 @pytest.fixture(scope="module")
 def texts(ref):
-    rendered = [ref.tokenizer.apply_chat_template(c, tokenize=False) for c in CONVERSATIONS]
-    return rendered + verify.heldout_texts(None, ref.tokenizer)
+    return held_out_texts(ref.tokenizer)
 
 
 @pytest.fixture(scope="module")

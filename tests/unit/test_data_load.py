@@ -245,3 +245,16 @@ def test_pirate_sample_data_is_clean_and_reproducible():
     spec.loader.exec_module(make)
     train, ev = make.build()
     assert [r["messages"] for r in train] == convs and ev == evals
+    assert [row for _, row in read_rows(str(SAMPLE / "pirate_prompts.jsonl"))] == make.grpo_prompts(train)
+
+
+def test_sample_preference_pairs_are_clean_and_held_out():
+    from edgetune.data.preference import load_method_rows
+
+    pairs, problems = load_method_rows(str(SAMPLE / "pirate_pairs.jsonl"), "dpo")
+    held, held_problems = load_method_rows(str(SAMPLE / "pirate_pairs_eval.jsonl"), "dpo")
+    assert problems == [] and held_problems == [] and len(pairs) >= 200 and len(held) >= 25
+    assert all(p["chosen"][0]["content"].startswith("Arr!") for p in pairs + held)
+    trained = {p["prompt"][-1]["content"] for p in pairs}
+    evals = {row["prompt"] for _, row in read_rows(str(SAMPLE / "pirate_eval.jsonl"))}
+    assert {p["prompt"][-1]["content"] for p in held} <= evals and not trained & evals

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from shared_data import write_chat_jsonl
 from edgetune import config as C
 from edgetune.train import train
 
@@ -17,13 +18,8 @@ from edgetune.train import train
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
     """A trained tiny run (adapter only: export merges first)."""
-    import json as _json
-
     root = tmp_path_factory.mktemp("export_run")
-    data = root / "chat.jsonl"
-    data.write_text("\n".join(_json.dumps({"messages": [{"role": "user", "content": f"Say {i}"},
-                                                        {"role": "assistant", "content": f"Arr! {i}"}]})
-                              for i in range(12)) + "\n")
+    data = write_chat_jsonl(root)
     run = root / "run"
     cfg = C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
                            "run_dir": str(run), "name": "tiny", "train": {"max_steps": 3}}, profile="cpu")

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime_genai")
 
+from shared_data import write_chat_jsonl  # noqa: E402
 from edgetune import config as C  # noqa: E402
 from edgetune.errors import ExportError  # noqa: E402
 from edgetune.export import onnx_export  # noqa: E402
@@ -20,10 +21,7 @@ IDS = [5, 17, 42, 99, 7, 300, 12, 64, 128, 3, 250, 11]
 
 def make_run(root, model_dir):
     """A run dir without training: config.toml + merged/ (export needs nothing else)."""
-    data = root / "chat.jsonl"
-    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}"},
-                                                       {"role": "assistant", "content": f"Arr! {i}"}]})
-                              for i in range(12)) + "\n")
+    data = write_chat_jsonl(root)
     run = root / "run"
     cfg = C.resolve(None, {"model": {"ref": str(model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
                            "run_dir": str(run), "name": "tiny"}, profile="cpu")

@@ -7,11 +7,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from edgetune import runs
-from edgetune.tui.messages import ChatOpened, ChatReplied, ChatStreamed, ErrorRaised, RunOpened
+from edgetune.tui.messages import ChatOpened, ChatReplied, ChatStreamed, ErrorRaised
+from edgetune.tui.screens.run_screen import RunScreen
 from edgetune.tui.widgets.chat_pane import ChatPane
 
 SIDES = ("base", "tuned")
@@ -30,12 +30,11 @@ def tuned_target(run_dir: Path) -> Path | None:
     return files[0] if files else None
 
 
-class ChatScreen(Screen):
+class ChatScreen(RunScreen):
     BINDINGS = [Binding("ctrl+l", "reset", "Clear history")]
 
     def __init__(self) -> None:
         super().__init__()
-        self.run_dir: Path | None = None
         self.sessions: dict = {}
 
     def compose(self) -> ComposeResult:
@@ -46,13 +45,6 @@ class ChatScreen(Screen):
             yield ChatPane("tuned", "tuned", id="pane-tuned")
         yield Input(placeholder="Ask both models… (Enter)", id="prompt", disabled=True)
         yield Footer()
-
-    def on_screen_resume(self) -> None:
-        if self.app.run_dir and self.app.run_dir != self.run_dir:
-            self.open_run(self.app.run_dir)
-
-    def on_run_opened(self, message: RunOpened) -> None:
-        self.open_run(message.run_dir)
 
     def open_run(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)

@@ -9,21 +9,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, SelectionList, Static
 from textual.worker import Worker, WorkerState
 
 from edgetune import runs
 from edgetune.events import Note, StageFinished, StageStarted
 from edgetune.export.types import GGUF_TYPES
-from edgetune.tui.messages import (CoreEvent, ErrorRaised, ExportFinished, ExportProgressed, PostingSink,
-                                   RunOpened)
+from edgetune.tui.messages import CoreEvent, ErrorRaised, ExportFinished, ExportProgressed, PostingSink
+from edgetune.tui.screens.run_screen import RunScreen
 from edgetune.tui.widgets.verify_table import VerifyTable
 
 DEFAULT_TYPES = ("q4_k_m",)  # as edgetune.config.ExportConfig.gguf
 
 
-class ExportScreen(Screen):
+class ExportScreen(RunScreen):
     BINDINGS = [
         Binding("ctrl+e", "export", "Export"),
         Binding("c", "app.switch_mode('chat')", "Chat"),
@@ -31,7 +30,6 @@ class ExportScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.run_dir: Path | None = None
         self.worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
@@ -50,13 +48,6 @@ class ExportScreen(Screen):
         yield RichLog(id="export-log", max_lines=300, wrap=True)
         yield VerifyTable(id="verify")
         yield Footer()
-
-    def on_screen_resume(self) -> None:
-        if self.app.run_dir and self.app.run_dir != self.run_dir:
-            self.open_run(self.app.run_dir)
-
-    def on_run_opened(self, message: RunOpened) -> None:
-        self.open_run(message.run_dir)
 
     def open_run(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
