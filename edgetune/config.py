@@ -227,12 +227,13 @@ def _apply_stage_overrides(cfg: RunConfig, value, source: str, problems: list[st
             continue
         fixed = sorted(set(tables) & _STAGE_FIXED) + [f"method.{k}" for k in ("name", "stages")
                                                        if k in (tables.get("method") or {})]
-        for key in fixed:
-            problems.append(f"{source}: `{where}.{key}` cannot differ between stages; set it once, outside [stage]")
-        checked = [] if fixed else problems
-        before = len(checked)
-        apply_overrides(RunConfig(), tables, f"{source}: {where}", checked)
-        if len(checked) == before and not fixed:
+        if fixed:
+            problems += [f"{source}: `{where}.{key}` cannot differ between stages; set it once, outside [stage]"
+                         for key in fixed]
+            continue
+        before = len(problems)
+        apply_overrides(RunConfig(), tables, f"{source}: {where}", problems)  # type and name checks only
+        if len(problems) == before:
             _deep_merge(cfg.stage.setdefault(method, {}), tables)
 
 

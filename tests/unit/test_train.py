@@ -115,7 +115,9 @@ def test_memory_plan_uses_the_longest_sequence_of_the_data(tiny_model_dir, chat_
         prompt = len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
         assert n > prompt if method == "dpo" else n == prompt + 16
     assert n < 512
-    cfg.train.max_length = 8
-    assert longest_sequence(cfg, tok, ds) == 8 or method == "sft"  # never past max_length (SFT rows are cut at load)
-    cfg.train.packing = True
-    assert longest_sequence(cfg, tok, ds) is None or method != "sft"  # packed rows fill max_length
+    if method == "sft":
+        cfg.train.packing = True
+        assert longest_sequence(cfg, tok, ds) is None  # packed rows fill max_length
+    else:
+        cfg.train.max_length = 8  # never past max_length (SFT rows are already cut to it at load)
+        assert longest_sequence(cfg, tok, ds) == 8
