@@ -74,16 +74,23 @@ def test_unknown_type_is_a_clear_error(tiny_run, tmp_path, capsys):
     assert code == 1 and "unknown GGUF type 'q4_k_x'" in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root + unshare -n")
+def _no_network_prefix() -> list[str]:
+    """`unshare -n` (root) or `unshare -rn` (an unprivileged user namespace): a process with no route out."""
+    if shutil.which("unshare") is None:
+        pytest.fail("util-linux `unshare` is missing: install it (apt install util-linux) to run this check")
+    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
+
+
 def test_export_in_a_network_namespace(tiny_run, tmp_path):
     """No network at all (only a down loopback): the whole export still works."""
     run = fresh_copy(tiny_run, tmp_path)
-    probe = subprocess.run(["unshare", "-n", sys.executable, "-c",
+    prefix = _no_network_prefix()
+    probe = subprocess.run([*prefix, sys.executable, "-c",
                             "import socket; s=socket.socket(); s.settimeout(1); print(s.connect_ex(('1.1.1.1', 443)))"],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and probe.stdout.strip() != "0", "the namespace must have no route out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}  # prove it needs no flag
-    out = subprocess.run(["unshare", "-n", *edgetune("export", run, "--gguf", "q4_k_m")], capture_output=True,
+    out = subprocess.run([*prefix, *edgetune("export", run, "--gguf", "q4_k_m")], capture_output=True,
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (run / "gguf" / "tiny.Q4_K_M.gguf").is_file()
@@ -176,3 +183,17 @@ def test_auto_with_task_scores(tiny_run, tmp_path, capsys):
     # A random model never stops at EOS, so no candidate qualifies: the lowest-KLD one is kept, with a warning.
     best = min((r for r in files if r["type"] != "f16"), key=lambda r: r["mean_kld"])
     assert kept == [best["file"]] and "no candidate stayed under" in " ".join(captured.err.split())
+
+
+def test_choose_auto_keeps_the_smallest_faithful_file():
+    """`--gguf auto`: the smallest candidate under the KLD budget that also stops at EOS wins."""
+    from edgetune.export.gguf_export import choose_auto
+
+    def r(qtype, mb, kld, stops=True):
+        return {"type": qtype, "size_bytes": mb * 1_000_000, "mean_kld": kld, "stops_at_eos": stops}
+
+    results = [r("f16", 270, 0.0), r("q8_0", 145, 0.004), r("q6_k", 120, 0.01), r("q4_k_m", 105, 0.04),
+               r("q3_k_m", 90, 0.2), r("q2_k", 80, 0.03, stops=False)]
+    assert choose_auto(results, max_kld=0.05) == "q4_k_m"  # q2_k is smaller and under budget but never stops
+    assert choose_auto(results, max_kld=0.005) == "q8_0"
+    assert choose_auto(results, max_kld=0.001) is None  # F16 is never an auto candidate
