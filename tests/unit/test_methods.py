@@ -42,8 +42,13 @@ def test_dpo_raises_margins(tiny_model_dir, tmp_path):
 def test_kto_trains(tiny_model_dir, tmp_path):
     rows = [{"prompt": f"Say {i}", "completion": ("Arr! " if i % 2 else "No ") + str(i), "label": bool(i % 2)}
             for i in range(16)]
-    result = train(cfg_for(tiny_model_dir, write_rows(tmp_path / "kto.jsonl", rows), tmp_path / "run", "kto"))
-    assert result.steps == 4
+    events = Collect()
+    result = train(cfg_for(tiny_model_dir, write_rows(tmp_path / "kto.jsonl", rows), tmp_path / "run", "kto"), events)
+    first, last = events.of(TrainStep)[0].extra, events.of(TrainStep)[-1].extra
+    assert result.steps == 4 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    # KTO pushes desirable completions up and undesirable ones down relative to the reference (the adapter off)
+    assert last["rewards/margins"] > first["rewards/margins"]
+    assert last["rewards/chosen"] > 0 > last["rewards/rejected"]
 
 
 def test_grpo_logs_rewards(tiny_model_dir, tmp_path):
