@@ -48,18 +48,32 @@ def test_export_screen_with_report(snap_compare, runs_here):
     assert snap_compare(app(), terminal_size=(100, 30), run_before=open_export)
 
 
+class CannedBackend:
+    """A chat backend with one fixed reply (simon/llm's habit): the screen runs its real ask/stream path."""
+
+    def __init__(self, name: str, reply: str):
+        self.name, self.reply, self.finish_reason = name, reply, "stop"
+
+    def stream(self, messages, max_tokens, temperature):
+        yield from self.reply.split(" ")[:1] + [" " + w for w in self.reply.split(" ")[1:]]
+
+
 def test_chat_screen(snap_compare, runs_here):
     async def canned_chat(pilot):
-        from edgetune.tui.widgets.chat_pane import ChatPane
+        from edgetune.chat import ChatSession
+        from edgetune.tui.messages import ChatOpened
 
-        await pilot.app.switch_mode("chat")
+        await pilot.app.open_stage(runs_here.relative_to(runs_here.parents[1]), "chat")
         await settle(pilot)
-        for side, reply in (("base", "The capital of France is Paris."), ("tuned", "Arr! Paris it be, matey.")):
-            pane = pilot.app.screen.query_one(f"#pane-{side}", ChatPane)
-            pane.set_title(f"{side}: demo.{'Q8_0' if side == 'tuned' else 'base'}.gguf (llamacpp)")
-            pane.user("What is the capital of France?")
-            pane.reply(reply, "stop")
+        screen = pilot.app.screen
+        replies = {"base": "The capital of France is Paris.", "tuned": "Arr! Paris it be, matey."}
+        for side, label in (("tuned", "demo.Q8_0.gguf (llamacpp)"), ("base", "base.gguf (llamacpp)")):
+            screen.sessions[side] = ChatSession(CannedBackend("llamacpp", replies[side]), label)
+            screen.post_message(ChatOpened(side, label))
         await pilot.pause()
+        screen.query_one("#prompt", Input).value = "What is the capital of France?"
+        await pilot.press("enter")  # the screen's own path: both panes ask, stream and reply
+        await settle(pilot)
 
     assert snap_compare(app(), terminal_size=(100, 30), run_before=canned_chat)
 
