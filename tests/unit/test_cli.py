@@ -1,4 +1,5 @@
 """The CLI: user errors print a titled message (no traceback) and exit non-zero; --help texts come from the config."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,23 @@ def test_doctor_lists_the_stack(capsys):
     code, text = run_cli(capsys, "doctor")
     for name in ("torch", "bitsandbytes", "llama.cpp binding", "unsloth", "free disk"):
         assert name in text
+    assert code == 0 and "quantize binding present" in text
+
+
+def test_doctor_names_the_fix_for_a_broken_llama_cpp_binding(tmp_path):
+    """A binding whose shared library does not load (seen as a missing libgomp): doctor fails and prints the pip
+    command for a prebuilt wheel (no compiler), instead of the user meeting it at export time."""
+    broken = tmp_path / "llama_cpp"
+    broken.mkdir()
+    (broken / "__init__.py").write_text(
+        "raise OSError('libgomp.so.1: cannot open shared object file: No such file or directory')\n")
+    out = subprocess.run([sys.executable, "-m", "edgetune.cli", "doctor"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "400"})
+    flat = " ".join(out.stdout.split())
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "does not load (OSError: libgomp.so.1" in flat
+    assert "--only-binary llama-cpp-python llama-cpp-python==0.3.36 --extra-index-url" in flat
+    assert "https://abetlen.github.io/llama-cpp-python/whl/cpu" in flat
 
 
 @pytest.mark.parametrize("args", [["trian"], ["train", "--max-steps", "x"]])
