@@ -113,9 +113,11 @@ class HFBackend:
     @classmethod
     def from_dir(cls, path: Path, adapter: Path | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        tok = AutoTokenizer.from_pretrained(adapter or path)
+        from edgetune.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(adapter or path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
         if adapter is not None:
             from peft import PeftModel

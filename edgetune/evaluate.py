@@ -285,20 +285,22 @@ class GGUFBackend(LlamaCppBackend):
     def __init__(self, path: Path, tokenizer_dir: Path | None = None):
         super().__init__(Path(path))
         if tokenizer_dir is not None:
-            from transformers import AutoTokenizer
+            from edgetune.tokenizer import load_tokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            self.tokenizer = load_tokenizer(tokenizer_dir)
 
 
 def load_hf(model_dir: str, tokenizer_dir: Path | None = None, adapter: Path | None = None, base=None) -> HFBackend:
     """An fp32 HF model (or `base`, already loaded) with an optional LoRA adapter, in eval mode."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.tokenizer import load_tokenizer
 
     from edgetune.models import load_error
 
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir or adapter or model_dir)
+        tok = load_tokenizer(tokenizer_dir or adapter or model_dir)
         model = base if base is not None else AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=torch.float32, use_safetensors=True)
         if adapter is not None:

@@ -1,6 +1,7 @@
 """Hugging Face checkpoint (config.json + safetensors + tokenizer) -> GGUF file, on the PyPI `gguf` writer.
 
-Follows what llama.cpp's convert_hf_to_gguf.py does for the architectures listed in ARCHS, without torch:
+Follows what llama.cpp's convert_hf_to_gguf.py does for the families in export/families/ (one file each), without
+torch:
 tensors are read straight from the safetensors files (memory-mapped), converted one at a time and streamed to disk,
 so peak memory is about one tensor. The file is written beside its destination and renamed into place at the end.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -19,22 +21,9 @@ import numpy as np
 
 from edgetune.errors import ExportError
 from edgetune.events import Note, Progress, null_sink
+
+from .families import Family, family_for, gguf_support, text_config
 from .gguf_vocab import write_vocab
-
-
-@dataclass(frozen=True)
-class Arch:
-    gguf_arch: gguf.MODEL_ARCH
-    permute_qk: bool  # llama.cpp's LLAMA arch applies RoPE to interleaved pairs; HF llama uses rotate_half halves
-
-
-# config.json model_type -> how llama.cpp runs it
-ARCHS = {
-    "llama": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "mistral": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),  # llama.cpp's converter maps HF Mistral to LLAMA
-    "qwen2": Arch(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
-    "qwen3": Arch(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
-}
 
 OUTTYPES = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
@@ -54,7 +43,8 @@ class PlannedTensor:
     qtype: gguf.GGMLQuantizationType
     source: gguf.utility.LocalTensor | None = None
     permute_heads: int = 0  # >0: apply llama.cpp's q/k row permutation with this many heads
-    data: np.ndarray | None = None  # generated tensors (rope_freqs)
+    data: np.ndarray | None = None  # generated tensors (rope_freqs, rope_factors_*)
+    family: Family | None = None  # its per-tensor transform (e.g. Gemma's norm + 1)
 
     @property
     def nbytes(self) -> int:
@@ -64,7 +54,7 @@ class PlannedTensor:
 @dataclass
 class Plan:
     model_type: str
-    arch: Arch
+    family: Family
     config: dict
     tensors: list[PlannedTensor] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -88,9 +78,9 @@ def convert(model_dir: Path, out_path: Path, outtype: str = "f16", sink=null_sin
     plan = plan_conversion(model_dir, qtype)
     cfg = plan.config
 
-    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[plan.arch.gguf_arch])
+    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[plan.family.arch])
     _write_general(writer, model_dir, plan, ftype)
-    _write_hparams(writer, cfg, plan.arch)
+    plan.family.write_hparams(writer, cfg)
     vocab = write_vocab(writer, model_dir, n_vocab=cfg["vocab_size"])
     for tensor in plan.tensors:
         # a dtype other than uint8 makes gguf take the shape as given (uint8 means "already quantized bytes")
@@ -109,37 +99,38 @@ def convert(model_dir: Path, out_path: Path, outtype: str = "f16", sink=null_sin
 
 def plan_conversion(model_dir: Path, qtype: gguf.GGMLQuantizationType) -> Plan:
     """Read config.json and the safetensors headers; decide every output tensor's name, shape and type."""
-    cfg = _read_config(model_dir)
-    model_type = cfg.get("model_type")
-    if model_type not in ARCHS:
-        raise ExportError(f"{model_dir / 'config.json'}: model_type {model_type!r} is not supported for GGUF export",
-                          hint=f"supported model types: {', '.join(sorted(ARCHS))}")
-    plan = Plan(model_type, ARCHS[model_type], cfg)
-    n_layers = cfg["num_hidden_layers"]
-    name_map = gguf.get_tensor_name_map(plan.arch.gguf_arch, n_layers)
+    raw = _read_config(model_dir)
+    reason = gguf_support(raw)
+    if reason is not None:
+        raise ExportError(f"{model_dir / 'config.json'}: {reason}",
+                          hint="pick a model of a supported family, or export ONNX / keep the merged checkpoint")
+    cfg, family = text_config(raw), family_for(raw)
+    plan = Plan(str(raw.get("model_type")), family, cfg)
+    name_map = gguf.get_tensor_name_map(family.arch, cfg["num_hidden_layers"])
     n_head = cfg["num_attention_heads"]
     n_kv_head = cfg.get("num_key_value_heads") or n_head
-    tied = bool(cfg.get("tie_word_embeddings"))
+    tied = bool(cfg.get("tie_word_embeddings", raw.get("tie_word_embeddings")))
     unmapped = []
-    for hf_name, local in _index_safetensors(model_dir).items():
-        if hf_name.endswith(_SKIPPED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
-            continue  # tied: llama.cpp reuses token_embd when output.weight is absent
+    for source_name, local in _index_safetensors(model_dir).items():
+        hf_name = _language_model_name(source_name)
+        if hf_name is None or hf_name.endswith(_SKIPPED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
+            continue  # vision towers; tied: llama.cpp reuses token_embd when output.weight is absent
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            unmapped.append(hf_name)
+            unmapped.append(source_name)
             continue
         if local.dtype not in ("F32", "F16", "BF16"):
-            raise ExportError(f"{hf_name}: dtype {local.dtype} cannot be exported",
+            raise ExportError(f"{source_name}: dtype {local.dtype} cannot be exported",
                               hint="save the merged model in float16, bfloat16 or float32 (no quantized weights)")
         permute = 0
-        if plan.arch.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+        if family.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             permute = n_head
-        elif plan.arch.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+        elif family.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             permute = n_kv_head
         one_d = len(local.shape) <= 1 or name.endswith("_norm.weight")
-        plan.tensors.append(PlannedTensor(name, tuple(local.shape), _F32 if one_d else qtype, local, permute))
+        plan.tensors.append(PlannedTensor(name, tuple(local.shape), _F32 if one_d else qtype, local, permute, family=family))
     if unmapped:
-        raise ExportError(f"{len(unmapped)} tensor(s) have no GGUF name for {model_type}: {', '.join(unmapped[:5])}",
+        raise ExportError(f"{len(unmapped)} tensor(s) have no GGUF name for {plan.model_type}: {', '.join(unmapped[:5])}",
                           hint="export a plain merged causal-LM checkpoint (merge LoRA adapters first)")
     names = {t.name for t in plan.tensors}
     if "token_embd.weight" not in names:
@@ -148,89 +139,51 @@ def plan_conversion(model_dir: Path, qtype: gguf.GGMLQuantizationType) -> Plan:
     if "output.weight" not in names and not tied:
         plan.notes.append("no lm_head.weight and tie_word_embeddings is not set: llama.cpp will tie the output "
                           "to the embeddings")
-    if (window := cfg.get("sliding_window")) and cfg.get("use_sliding_window", True) and \
-            window < cfg.get("max_position_embeddings", 0):
-        plan.notes.append(f"sliding_window={window}: llama.cpp attends to the whole context for this architecture, "
-                          f"so outputs differ from transformers beyond {window} tokens")
-    if (freqs := _llama3_rope_freqs(cfg)) is not None:
-        plan.tensors.insert(0, PlannedTensor("rope_freqs.weight", freqs.shape, _F32, data=freqs))
+    plan.notes += family.notes(cfg)
+    for name, data in family.extra_tensors(cfg):
+        plan.tensors.insert(0, PlannedTensor(name, data.shape, _F32, data=data))
     plan.tensors.sort(key=_tensor_order)
     return plan
+
+
+def _language_model_name(name: str) -> str | None:
+    """A multimodal checkpoint's language-model tensor under its plain causal-LM name; None for vision parts."""
+    for prefix, plain in (("model.language_model.", "model."), ("language_model.model.", "model."),
+                          ("language_model.lm_head.", "lm_head.")):
+        if name.startswith(prefix):
+            return plain + name[len(prefix):]
+    if name.startswith(("vision_tower.", "model.vision_tower.", "multi_modal_projector.",
+                        "model.multi_modal_projector.")):
+        return None
+    return name
 
 
 def _write_general(writer: gguf.GGUFWriter, model_dir: Path, plan: Plan, ftype: gguf.LlamaFileType) -> None:
     cfg = plan.config
     writer.add_type(gguf.GGUFType.MODEL)
     source_name = cfg.get("_name_or_path") or cfg.get("_model_name_or_path") or ""
-    writer.add_name(Path(source_name).name if source_name else model_dir.resolve().name)
+    name = Path(source_name).name if source_name else model_dir.resolve().name
+    writer.add_name(_rstrip_marked_name(name, model_dir))
     n_params = sum(math.prod(t.shape) for t in plan.tensors if t.source is not None)
     writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
     writer.add_file_type(ftype)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _write_hparams(writer: gguf.GGUFWriter, cfg: dict, arch: Arch) -> None:
-    n_head = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    writer.add_block_count(cfg["num_hidden_layers"])
-    writer.add_context_length(cfg["max_position_embeddings"])
-    writer.add_embedding_length(cfg["hidden_size"])
-    writer.add_feed_forward_length(cfg["intermediate_size"])
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(cfg.get("num_key_value_heads") or n_head)
-    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    writer.add_vocab_size(cfg["vocab_size"])
-    writer.add_rope_dimension_count(head_dim)
-    if cfg.get("head_dim"):
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-    rope = _rope_parameters(cfg)
-    if (theta := rope.get("rope_theta")) is not None:
-        writer.add_rope_freq_base(float(theta))
-    rope_type, factor = rope.get("rope_type") or rope.get("type"), rope.get("factor")
-    if rope_type == "linear" and factor:
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(factor)
-    elif rope_type == "yarn" and factor:
-        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        writer.add_rope_scaling_factor(factor)
-        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
-    elif rope_type not in (None, "default", "llama3"):  # llama3 is carried by the rope_freqs tensor
-        raise ExportError(f"rope type {rope_type!r} in config.json is not supported for GGUF export",
-                          hint="supported: default, linear, yarn, llama3")
-
-
-def _rope_parameters(cfg: dict) -> dict:
-    """transformers 5 keeps rope settings in rope_parameters (maybe per layer type); 4.x in rope_theta/rope_scaling."""
-    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-    rope = dict(rope.get("full_attention", rope))
-    if "rope_theta" not in rope and cfg.get("rope_theta") is not None:
-        rope["rope_theta"] = cfg["rope_theta"]
-    return rope
-
-
-def _llama3_rope_freqs(cfg: dict) -> np.ndarray | None:
-    """Llama 3.1+ long-context RoPE: llama.cpp takes per-dimension frequency factors as a rope_freqs tensor."""
-    rope = _rope_parameters(cfg)
-    if str(rope.get("rope_type") or rope.get("type") or "").lower() != "llama3":
-        return None
-    base = rope.get("rope_theta", 10000.0)
-    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-    factor = rope.get("factor", 8.0)
-    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
-    old_ctx = rope.get("original_max_position_embeddings", 8192)
-    factors = []
-    for freq in freqs:
-        wavelen = 2 * math.pi / freq
-        if wavelen < old_ctx / high:
-            factors.append(1.0)
-        elif wavelen > old_ctx / low:
-            factors.append(factor)
-        else:
-            smooth = (old_ctx / wavelen - low) / (high - low)
-            factors.append(1 / ((1 - smooth) / factor + smooth))
-    return np.asarray(factors, dtype=np.float32)
+def _rstrip_marked_name(name: str, model_dir: Path) -> str:
+    """llama.cpp lets special tokens swallow the whitespace after them (as Phi-3's tokenizer.json says with
+    rstrip=true) only when general.name contains "phi-3" or "phi3": make the name say so exactly when it holds."""
+    try:
+        added = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+    except (OSError, ValueError):
+        return name
+    wants = any(a.get("special") and a.get("rstrip") for a in added)
+    has = "phi-3" in name.lower() or "phi3" in name.lower()
+    if wants and not has:
+        return f"{name} (phi-3 tokenizer)"
+    if has and not wants:
+        return re.sub(r"(?i)phi-?3", "Phi_3", name)
+    return name
 
 
 def write_gguf_atomically(writer: gguf.GGUFWriter, out_path: Path, write_tensors) -> None:
@@ -274,10 +227,13 @@ def tensor_data(tensor: PlannedTensor) -> np.ndarray:
     arr = raw.view({"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[src.dtype]).reshape(src.shape)
     if tensor.permute_heads:
         arr = _permute(arr, tensor.permute_heads)
-    if tensor.qtype == gguf.GGMLQuantizationType.BF16 and src.dtype == "BF16":
+    changed = tensor.family is not None and tensor.family.transforms(tensor.name)
+    if tensor.qtype == gguf.GGMLQuantizationType.BF16 and src.dtype == "BF16" and not changed:
         return arr  # same bits
     if src.dtype == "BF16":
         arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    if changed:
+        arr = tensor.family.transform(tensor.name, arr)
     if tensor.qtype == gguf.GGMLQuantizationType.BF16:
         return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), tensor.qtype)
     dtype = np.float32 if tensor.qtype == _F32 else np.float16
@@ -314,13 +270,13 @@ def _read_config(model_dir: Path) -> dict:
     path = model_dir / "config.json"
     if not path.is_file():
         raise ExportError(f"{model_dir}: no config.json", hint="point at a folder written by save_pretrained")
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    cfg = {**cfg, **cfg.get("text_config", {})}  # multimodal wrappers keep the text model's settings nested
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    cfg = text_config(raw)  # multimodal wrappers keep the text model's settings nested
     missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
                            "max_position_embeddings", "rms_norm_eps", "vocab_size") if k not in cfg]
-    if missing and cfg.get("model_type") in ARCHS:
+    if missing and family_for(raw) is not None:
         raise ExportError(f"{path}: missing {', '.join(missing)}", hint="re-save the model with transformers")
-    return cfg
+    return raw
 
 
 def _check_disk(folder: Path, need: int) -> None:
@@ -335,4 +291,5 @@ def _tensor_order(t: PlannedTensor) -> tuple:
     parts = t.name.split(".")
     if parts[0] == "blk":
         return (1, int(parts[1]), t.name)
-    return (0 if t.name in ("rope_freqs.weight", "token_embd.weight") else 2, 0, t.name)
+    return (0 if t.name in ("rope_freqs.weight", "token_embd.weight") or t.name.startswith("rope_factors") else 2,
+            0, t.name)

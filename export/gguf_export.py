@@ -66,9 +66,8 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     With `eval_data` (rows with prompt/answer), every file also gets a task score (edgetune.evaluate, `match` rule),
     so `auto` can be judged on the task as well as on KL divergence.
     """
-    from transformers import AutoTokenizer
-
     from edgetune.merge import load_run_config, merge, update_report
+    from edgetune.tokenizer import load_tokenizer
 
     from .gguf_convert import convert
     from .modelfile import write_modelfile
@@ -94,7 +93,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     name = runs.slug(cfg.name or run_dir.name)
     quants = [q for q in (AUTO_CANDIDATES if auto else wanted) if q not in ("f16", "bf16")]
     sink(StageStarted("export", f"{', '.join(wanted)} -> {out_dir}"))
-    sink(Note(f"plan: {merged.name}/ -> F16 GGUF (verified, top-1 >= 0.999 required)"
+    sink(Note(f"plan: {merged.name}/ -> F16 GGUF (verified: mean KL divergence to the merged model <= 1e-4 required)"
               + (f" -> {', '.join(q.upper() for q in quants)}" if quants else "")
               + (f"; keep the smallest with mean KLD < {max_kld}" if auto else "")
               + ("; importance matrix from this run's data for <= 5-bit types" if use_imatrix and any(q in IMATRIX_TYPES for q in quants) else "")))
@@ -103,7 +102,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     files = [f16]
     if "bf16" in wanted:
         files.append(convert(merged, out_dir / file_name(name, "bf16"), "bf16", sink))
-    tokenizer = AutoTokenizer.from_pretrained(merged)
+    tokenizer = load_tokenizer(merged)
     imatrix_path = None
     if use_imatrix and any(q in IMATRIX_TYPES for q in quants):
         texts = calibration_texts(run_dir, tokenizer)

@@ -1,4 +1,5 @@
-"""Tokenizer metadata for GGUF: byte-level BPE vocab, merges, pre-tokenizer name, special tokens, chat template.
+"""Tokenizer metadata for GGUF: byte-level BPE vocab, merges, pre-tokenizer name, special tokens, chat template;
+SentencePiece-style tokenizers go through gguf_vocab_spm.py.
 
 llama.cpp re-implements each BPE pre-tokenizer (the regex that splits text before merges) under a name stored in
 `tokenizer.ggml.pre`. Like llama.cpp's own converter we identify it by hashing the tokenizer's ids on a fixed text;
@@ -15,6 +16,8 @@ from pathlib import Path
 import gguf
 
 from edgetune.errors import ExportError
+
+from .tokenizer_json import flatten
 
 # llama.cpp's probe text (convert_hf_to_gguf.py, get_vocab_base_pre): whitespace runs, digits, emoji, scripts, quotes.
 CHECK_TEXT = '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
@@ -47,6 +50,10 @@ KNOWN_PRE_HASHES = {
 
 # Split regexes as tokenizer.json spells them, for recognising a retrained tokenizer of a known family.
 _LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# o200k (GPT-4o): Phi-4-mini, gpt-oss
+_GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 # Tokens that end an assistant turn in common chat templates; llama.cpp stops generation at the EOT token.
@@ -66,28 +73,41 @@ class VocabSummary:
 
 
 def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, n_vocab: int) -> VocabSummary:
-    """Add the byte-level BPE tokenizer in model_dir to `writer` (padded to the model's n_vocab rows)."""
+    """Add the tokenizer in model_dir to `writer` (padded to the model's n_vocab rows): byte-level BPE as llama.cpp's
+    `gpt2` vocabulary, SentencePiece-style BPE (byte fallback, "▁" for spaces) as its `llama` vocabulary."""
     from tokenizers import Tokenizer
+
+    from .gguf_vocab_spm import add_space_prefix, is_sentencepiece_bpe, spm_vocab
 
     tok_json_path = model_dir / "tokenizer.json"
     if not tok_json_path.is_file():
         raise ExportError(f"{model_dir}: no tokenizer.json",
-                          hint="save the tokenizer next to the model (tokenizer.save_pretrained(dir)); "
-                               "SentencePiece-only tokenizers (tokenizer.model) are not supported")
+                          hint="save the tokenizer next to the model (tokenizer.save_pretrained(dir) writes it)")
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8"))
-    _require_byte_level_bpe(tok_json, tok_json_path)
     tokenizer = Tokenizer.from_str(json.dumps(tok_json))
     tok_config = _read_json(model_dir / "tokenizer_config.json")
+    spm = is_sentencepiece_bpe(tok_json)
+    if spm:
+        tokens, scores, toktypes = spm_vocab(tokenizer, tok_json, n_vocab)
+        _check_fits(tokenizer, n_vocab, tok_json_path)
+        pre, pre_source = "default", "sentencepiece"
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(toktypes)
+        writer.add_add_space_prefix(add_space_prefix(tok_json))
+    else:
+        _require_byte_level_bpe(tok_json, tok_json_path)
+        tokens, toktypes = _token_list(tokenizer, tok_json, n_vocab, tok_json_path)
+        pre, pre_source = detect_pre(tokenizer, tok_json)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(tokens)
+        writer.add_token_types(toktypes)
 
-    tokens, toktypes = _token_list(tokenizer, tok_json, n_vocab, tok_json_path)
-    pre, pre_source = detect_pre(tokenizer, tok_json)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(toktypes)
-
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab)
-    warnings = _fix_special_tokens(special, model_dir, tokens, tokenizer, tok_config)
+    special = gguf.SpecialVocab(model_dir, load_merges=not spm, n_vocab=n_vocab)
+    warnings = _fix_special_tokens(special, model_dir, tokens, tokenizer, tok_config) + _runtime_differences(tok_json, pre)
     special.add_to_gguf(writer, quiet=True)
     return VocabSummary(pre=pre, pre_source=pre_source, n_tokens=len(tokens), n_merges=len(special.merges),
                         special=dict(special.special_token_ids), add_bos=special.add_special_token.get("bos", False),
@@ -118,7 +138,7 @@ def detect_pre(tokenizer, tok_json: dict) -> tuple[str, str]:
 def _pre_from_structure(tok_json: dict) -> str | None:
     if _normalizers(tok_json.get("normalizer")):
         return None  # a normalizer changes the text before splitting: no llama.cpp pre-type to match blindly
-    steps = _flatten(tok_json.get("pre_tokenizer"), "pretokenizers")
+    steps = flatten(tok_json.get("pre_tokenizer"), "pretokenizers")
     kinds = [s.get("type") for s in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"
@@ -126,16 +146,21 @@ def _pre_from_structure(tok_json: dict) -> str | None:
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
         regex = (steps[0].get("pattern") or {}).get("Regex")
-        return {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}.get(regex)
+        return {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2", _GPT4O_SPLIT: "gpt-4o"}.get(regex)
     return None
 
 
-def _token_list(tokenizer, tok_json: dict, n_vocab: int, where: Path) -> tuple[list[str], list[int]]:
+def _check_fits(tokenizer, n_vocab: int, where: Path) -> None:
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     if vocab and max(vocab.values()) >= n_vocab:
         raise ExportError(f"{where}: token id {max(vocab.values())} does not fit the model's vocab_size {n_vocab}",
                           hint="resize the model's embeddings to the tokenizer (model.resize_token_embeddings) "
                                "before saving")
+
+
+def _token_list(tokenizer, tok_json: dict, n_vocab: int, where: Path) -> tuple[list[str], list[int]]:
+    _check_fits(tokenizer, n_vocab, where)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
     by_id = {i: t for t, i in vocab.items()}
     added = {a["id"]: a for a in tok_json.get("added_tokens", [])}
     tokens: list[str] = []
@@ -189,19 +214,31 @@ def _fix_special_tokens(special: gguf.SpecialVocab, model_dir: Path, tokens: lis
     return warnings
 
 
+def _runtime_differences(tok_json: dict, pre: str) -> list[str]:
+    """Where llama.cpp's tokenizer is known to differ from Hugging Face's for this tokenizer (plan warnings)."""
+    out = []
+    if any(n.get("type") in ("NFC", "NFKC") for n in flatten(tok_json.get("normalizer"), "normalizers")):
+        out.append("the tokenizer applies Unicode NFC normalization and llama.cpp does not: text in decomposed form "
+                   "(e.g. 'e' + U+0301) tokenizes differently; composed text (nearly all text) is identical")
+    if pre == "gpt-4o":
+        out.append("llama.cpp's gpt-4o pre-tokenizer splits combining marks (\\p{M}, e.g. in Khmer) differently from "
+                   "Hugging Face's regex; other text tokenizes identically")
+    return out
+
+
 def _require_byte_level_bpe(tok_json: dict, where: Path) -> None:
     model_type = (tok_json.get("model") or {}).get("type")
-    byte_level = any(s.get("type") == "ByteLevel" for s in _flatten(tok_json.get("pre_tokenizer"), "pretokenizers"))
+    byte_level = any(s.get("type") == "ByteLevel" for s in flatten(tok_json.get("pre_tokenizer"), "pretokenizers"))
     if model_type != "BPE" or not byte_level:
         raise ExportError(
-            f"{where}: tokenizer is {model_type} without a byte-level pre-tokenizer; only byte-level BPE "
-            "(GPT-2 style: Llama 3, Qwen2, SmolLM) can be exported",
-            hint="SentencePiece-style tokenizers (Llama 2, Mistral 7B v0.x, Gemma) need llama.cpp's "
-                 "convert_hf_to_gguf.py for now")
+            f"{where}: tokenizer is {model_type} without a byte-level pre-tokenizer or SentencePiece-style byte "
+            "fallback; edgetune exports byte-level BPE (Llama 3, Qwen, SmolLM, Phi-4) and SentencePiece BPE "
+            "(Gemma, Llama 2, Mistral v0.x, Phi-3.5) tokenizers",
+            hint="Unigram and WordPiece tokenizers need llama.cpp's convert_hf_to_gguf.py")
 
 
 def _bos_id(tok_json: dict) -> int | None:
-    for step in _flatten(tok_json.get("post_processor"), "processors"):
+    for step in flatten(tok_json.get("post_processor"), "processors"):
         for item in step.get("single", [])[:1]:
             if "SpecialToken" in item:
                 name = item["SpecialToken"]["id"]
@@ -213,16 +250,8 @@ def _looks_special(text: str) -> bool:
     return (text.startswith("<|") and text.endswith("|>")) or text in ("<pad>", "<mask>")
 
 
-def _flatten(node: dict | None, key: str) -> list[dict]:
-    if not node:
-        return []
-    if node.get("type") == "Sequence":
-        return [leaf for child in node.get(key, []) for leaf in _flatten(child, key)]
-    return [node]
-
-
 def _normalizers(node: dict | None) -> list[dict]:
-    return _flatten(node, "normalizers")
+    return flatten(node, "normalizers")
 
 
 def _as_list(value) -> list[int]:

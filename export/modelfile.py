@@ -142,10 +142,10 @@ def _generation_eos_ids(tokenizer) -> list[int]:
 
 
 def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
+    from edgetune.tokenizer import load_tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(model_dir)
+        return load_tokenizer(model_dir)
     except Exception as e:  # noqa: BLE001 - missing/odd tokenizer files raise many types
         raise ExportError(f"{model_dir}: cannot load the tokenizer for the Modelfile ({e})",
                           hint="point at the merged/ folder, which holds the tokenizer saved by training") from None

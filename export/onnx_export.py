@@ -145,7 +145,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     remove_stale_temps(out_root)
     sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
               "MatMulNBits k-quant with int8 lm_head, int8 weights + dynamic int8 activations)"
-              + ("; verified against the merged model, fp32 top-1 >= 0.999 required" if verify else "")))
+              + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]
     if verify:

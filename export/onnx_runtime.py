@@ -135,11 +135,11 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, repeat_penalty: float = REPEAT_PENALTY, tokenizer_dir: Path | None = None):
-        from transformers import AutoTokenizer
+        from edgetune.tokenizer import load_tokenizer
 
         self.model = OnnxModel(path)
         self.repeat_penalty = repeat_penalty
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or self.model.dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir or self.model.dir)
         self.eos_ids = set(self.model.eos_ids) | {i for i in [self.tokenizer.eos_token_id] if i is not None}
         self.finish_reason = "stop"
 

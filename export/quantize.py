@@ -130,16 +130,20 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     """
     import gguf
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from .gguf_convert import ARCHS, _read_config, write_gguf_atomically
+    from edgetune.tokenizer import load_tokenizer
+
+    from .families import family_for, gguf_support, text_config
+    from .gguf_convert import _language_model_name, _read_config, write_gguf_atomically
 
     model_dir, out_path = Path(model_dir), Path(out_path)
-    cfg = _read_config(model_dir)
-    if cfg.get("model_type") not in ARCHS:
-        raise ExportError(f"model_type {cfg.get('model_type')!r} is not supported", hint=f"use one of {sorted(ARCHS)}")
-    name_map = gguf.get_tensor_name_map(ARCHS[cfg["model_type"]].gguf_arch, cfg["num_hidden_layers"])
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    raw = _read_config(model_dir)
+    if (reason := gguf_support(raw)) is not None:
+        raise ExportError(f"{model_dir}: {reason}", hint="an importance matrix is only for GGUF export")
+    cfg = text_config(raw)
+    name_map = gguf.get_tensor_name_map(family_for(raw).arch, cfg["num_hidden_layers"])
+    tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tied = bool(cfg.get("tie_word_embeddings"))
     sums: dict[str, torch.Tensor] = {}
@@ -155,7 +159,8 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            base = "token_embd" if (tied and name == "lm_head") else name_map.get_name(name)
+            plain = _language_model_name(name)
+            base = "token_embd" if (tied and plain == "lm_head") else plain and name_map.get_name(plain)
             if base:
                 handles.append(module.register_forward_hook(hook_for(f"{base}.weight")))
     try:

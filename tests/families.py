@@ -45,6 +45,7 @@ class Family:
     pad: str | None = None
     add_bos: bool = False  # the tokenizer adds bos itself (Llama 3, Gemma, Llama 2 / Mistral)
     plain_added: tuple[str, ...] = ()  # added tokens that are not special (Qwen3's <think> tags)
+    rstrip: tuple[str, ...] = ()  # special tokens that swallow the whitespace after them (Phi-3.5's role markers)
     config: dict = field(default_factory=dict)
 
 
@@ -77,22 +78,25 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            special=("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
            eos="<|endoftext|>", end_of_turn="<|end|>", generation_eos=("<|end|>", "<|endoftext|>"),
            pad="<|endoftext|>",
-           # partial rotary (3/4 of each head) and LongRoPE: long factors apply past 64 tokens
-           config=dict(num_hidden_layers=2, tie_word_embeddings=True, original_max_position_embeddings=64,
+           # partial rotary (3/4 of each head) and LongRoPE (long factors past 1024 tokens, 4x context)
+           config=dict(num_hidden_layers=2, tie_word_embeddings=True, max_position_embeddings=4096,
+                       original_max_position_embeddings=1024,
                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                         "partial_rotary_factor": 0.75,
                                         "short_factor": [1.0 + 0.05 * i for i in range(6)],
                                         "long_factor": [1.0 + 0.5 * i for i in range(6)],
-                                        "original_max_position_embeddings": 64})),
+                                        "original_max_position_embeddings": 1024})),
     Family("phi3_5", "phi3", "spm-llama", "trl:phi3_5",
            special=("<|endoftext|>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
+           rstrip=("<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
            bos="<s>", eos="<|endoftext|>", end_of_turn="<|end|>", add_bos=True, pad="<|endoftext|>",
            generation_eos=("<|end|>", "<|endoftext|>"),
-           config=dict(num_hidden_layers=2, tie_word_embeddings=False, original_max_position_embeddings=64,
+           config=dict(num_hidden_layers=2, tie_word_embeddings=False, max_position_embeddings=4096,
+                       original_max_position_embeddings=1024,
                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                         "short_factor": [1.0 + 0.05 * i for i in range(8)],
                                         "long_factor": [1.0 + 0.5 * i for i in range(8)],
-                                        "original_max_position_embeddings": 64})),
+                                        "original_max_position_embeddings": 1024})),
     Family("smollm3", "smollm3", "bpe-llama3", "file:smollm3",
            special=("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"),
            plain_added=("<think>", "</think>"),
@@ -154,7 +158,7 @@ def _bpe_tokenizer(family: Family):
             single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B",
             special_tokens=[(family.bos, tok.token_to_id(family.bos))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
-                                   pad_token=family.pad, model_max_length=512)
+                                   pad_token=family.pad, model_max_length=4096)
 
 
 def _spm_tokenizer(family: Family, work: Path):
@@ -178,12 +182,22 @@ def _spm_tokenizer(family: Family, work: Path):
     (src / "tokenizer.model").write_bytes((work / "spm.model").read_bytes())
     config = {"tokenizer_class": "GemmaTokenizer" if gemma else "LlamaTokenizer", "bos_token": family.bos,
               "eos_token": family.eos, "unk_token": "<unk>", "add_bos_token": family.add_bos,
-              "add_eos_token": False, "legacy": False, "model_max_length": 512}
+              "add_eos_token": False, "legacy": False, "model_max_length": 4096}
     if family.pad:
         config["pad_token"] = family.pad
     (src / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     tok = AutoTokenizer.from_pretrained(src)
-    tok.add_special_tokens({"additional_special_tokens": [t for t in family.special if t not in (family.pad,)]})
+    if not gemma:  # as Llama 2 / Mistral v0.x / Phi-3.5 ship tokenizer.json: "▁" always prepended by the normalizer
+        from tokenizers import normalizers
+
+        tok.backend_tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        tok.backend_tokenizer.pre_tokenizer = None
+    from tokenizers import AddedToken
+
+    tok.add_special_tokens({"additional_special_tokens": [
+        AddedToken(t, special=True, normalized=False, rstrip=t in family.rstrip)
+        for t in family.special if t not in (family.pad,)]})
     return tok
 
 

@@ -11,10 +11,10 @@ class HFEngine:
     name = "hf"
 
     def load_tokenizer(self, model: ResolvedModel, cfg: RunConfig):
-        from transformers import AutoTokenizer
+        from edgetune.tokenizer import load_tokenizer
 
         try:
-            tok = AutoTokenizer.from_pretrained(model.path, revision=model.revision,
+            tok = load_tokenizer(model.path, revision=model.revision,
                                                 trust_remote_code=cfg.model.trust_remote_code)
         except Exception as e:
             raise load_error(model.ref, e) from None

@@ -19,13 +19,17 @@ class UnslothEngine:
     def _load(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
         from unsloth import FastLanguageModel
 
+        from edgetune.tokenizer import align_sentencepiece
+
         try:
-            return FastLanguageModel.from_pretrained(
+            base, tok = FastLanguageModel.from_pretrained(
                 model_name=model.path, max_seq_length=cfg.train.max_length, dtype=precision.torch_dtype,
                 load_in_4bit=cfg.model.load_in_4bit, revision=model.revision,
                 trust_remote_code=cfg.model.trust_remote_code)
         except Exception as e:
             raise load_error(model.ref, e) from None
+        align_sentencepiece(tok)  # tokenize as the data was checked and as llama.cpp will (edgetune.tokenizer)
+        return base, tok
 
     def load_tokenizer(self, model: ResolvedModel, cfg: RunConfig):
         from edgetune.engines.hf import HFEngine

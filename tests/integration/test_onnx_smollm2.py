@@ -29,7 +29,7 @@ def results(smollm2_dir, tmp_path_factory) -> dict[str, dict]:
         t1 = time.time()
         found[variant] = verify_onnx(folder, ref, texts, verify.DEFAULT_CHAT_PROMPTS, variant)
         found[variant].update(build_s=round(t1 - t0, 1), verify_s=round(time.time() - t1, 1))
-    print("\n" + json.dumps({v: {k: r[k] for k in ("size_bytes", "top1", "top1_ties_ok", "mean_kld", "positions",
+    print("\n" + json.dumps({v: {k: r[k] for k in ("size_bytes", "top1", "top1_ties_ok", "mean_kld", "max_kld", "positions",
                                                     "finish_reasons", "build_s", "verify_s")}
                              for v, r in found.items()}))
     return found
@@ -38,8 +38,7 @@ def results(smollm2_dir, tmp_path_factory) -> dict[str, dict]:
 def test_fp32_matches_transformers(results):
     r = results["fp32"]
     assert r["token_ids_identical"], r["token_mismatches"]
-    assert r["top1_ties_ok"] >= 0.999, r
-    assert r["mean_kld"] < 1e-4
+    assert r["mean_kld"] < 1e-4 and r["max_kld"] < 1e-2 and r["top1"] >= 0.995, r
     assert not r["fidelity_failures"]
     check_onnx_gate(r)  # does not raise
     assert r["stops_at_eos"], r["replies"]

@@ -161,7 +161,6 @@ def tiny_hf(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    pytest.importorskip("llama_cpp")
     from edgetune.export.gguf_convert import convert
 
     return convert(tiny_model_dir, tmp_path_factory.mktemp("gguf") / "tiny.F32.gguf", "f32")

@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-llama_cpp = pytest.importorskip("llama_cpp")
-
-from edgetune.errors import ExportError  # noqa: E402
-from edgetune.events import Collect, Note, Progress  # noqa: E402
-from edgetune.export.gguf_convert import _rope_parameters, convert  # noqa: E402
-from edgetune.export.quantize import compute_imatrix, quantize, read_imatrix  # noqa: E402
+from edgetune.errors import ExportError
+from edgetune.events import Collect, Note, Progress
+from edgetune.export.families.base import rope_parameters as _rope_parameters
+from edgetune.export.gguf_convert import convert
+from edgetune.export.quantize import compute_imatrix, quantize, read_imatrix
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -185,11 +185,12 @@ def test_plan_note_before_progress(llama_dir, tmp_path):
     assert progress and progress[-1].done == progress[-1].total == len(progress)
 
 
-def test_unsupported_architecture(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
-    with pytest.raises(ExportError, match="llama.*qwen2") as err:
+@pytest.mark.parametrize("model_type, says", [("gpt2", "not supported"), ("lfm2", "runs in llama.cpp")])
+def test_unsupported_architecture(tmp_path, model_type, says):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, "n_layer": 2}))
+    with pytest.raises(ExportError, match="Llama 3.x.*Qwen3.*Gemma 3.*Phi") as err:
         convert(tmp_path, tmp_path / "x.gguf")
-    assert "gpt2" in str(err.value)
+    assert model_type in str(err.value) and says in str(err.value) and not list(tmp_path.glob("*.gguf"))
 
 
 def test_bad_outtype(llama_dir, tmp_path):

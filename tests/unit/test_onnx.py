@@ -4,17 +4,16 @@ import json
 import shutil
 
 import numpy as np
+import onnxruntime  # noqa: F401  (hard dependencies: a missing one fails the run, never skips it)
+import onnxruntime_genai  # noqa: F401
 import pytest
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxruntime_genai")
-
-from shared_data import write_chat_jsonl  # noqa: E402
-from edgetune import config as C  # noqa: E402
-from edgetune.errors import ExportError  # noqa: E402
-from edgetune.export import onnx_export  # noqa: E402
-from edgetune.export.onnx_export import VARIANTS, export_onnx  # noqa: E402
-from edgetune.export.onnx_runtime import OnnxBackend, OnnxModel, onnx_model_dirs  # noqa: E402
+from shared_data import write_chat_jsonl
+from edgetune import config as C
+from edgetune.errors import ExportError
+from edgetune.export import onnx_export
+from edgetune.export.onnx_export import VARIANTS, export_onnx
+from edgetune.export.onnx_runtime import OnnxBackend, OnnxModel, onnx_model_dirs
 
 IDS = [5, 17, 42, 99, 7, 300, 12, 64, 128, 3, 250, 11]
 
@@ -137,10 +136,9 @@ def test_fp32_gate_raises_on_a_model_that_differs(exported, tmp_path, tiny_model
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(other)
     [result] = verify_variants(None, {"fp32": run / "onnx" / "fp32"}, ref=HFReference(other),
                                texts=GENERIC_TEXTS[:2], chat_prompts=[])
-    assert result["mean_kld"] > 1e-3  # a random model's argmax is nearly constant, so top-1 barely moves here
-    result.update(top1=0.9, top1_ties_ok=0.9)  # what a real model with a wrong mapping shows
-    result["fidelity_failures"] = fidelity_failures(result)
-    with pytest.raises(ExportError, match="top-1 agreement 0.9000 < 0.999"):
+    # a random model's argmax is nearly constant, so top-1 barely moves; the distributions do, and the gate sees it
+    assert result["mean_kld"] > 1e-3 and result["fidelity_failures"] == fidelity_failures(result)
+    with pytest.raises(ExportError, match="mean KL divergence"):
         check_onnx_gate(result)
 
 
