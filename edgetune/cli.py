@@ -165,17 +165,25 @@ def export(
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Rows with prompt/answer: adds a task score per GGUF file (and to the auto table)."),
     match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k] | regex:PATTERN."),
     onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
-                                   "Repeatable; alone, it skips the GGUF export."),
+                                   "Repeatable; alone, it skips the GGUF export. Without --gguf and --onnx, the run's export.gguf / export.onnx."),
 ):
     """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile."""
     from edgetune.export.gguf_export import export_gguf
     from edgetune.export.onnx_export import export_onnx
 
+    if not gguf and not onnx:  # no flags: what the run's config asks for (export.gguf, export.onnx)
+        from edgetune.errors import ConfigError
+        from edgetune.merge import load_run_config
+
+        cfg = load_run_config(run_dir)
+        gguf, onnx = list(cfg.export.gguf), list(cfg.export.onnx)
+        if not gguf and not onnx:
+            raise ConfigError([f"{run_dir}: export.gguf and export.onnx are both empty in the run's config"],
+                              hint="pass --gguf q4_k_m and/or --onnx int4")
     sink = _sink()
     try:
         result = export_gguf(run_dir, gguf, sink, max_kld=max_kld, imatrix=imatrix, keep_f16=keep_f16,
-                                 eval_data=eval_data, match=match) \
-            if gguf or not onnx else None
+                             eval_data=eval_data, match=match) if gguf else None
         onnx_results = export_onnx(run_dir, onnx, sink) if onnx else []
     finally:
         sink.close()

@@ -110,6 +110,7 @@ class ExportConfig:
     imatrix: bool = opt(True, "Quantize 5-bit and smaller types with an importance matrix computed from the run's own data.")
     max_kld: float = opt(0.1, "With `gguf = [\"auto\"]`: keep the smallest type whose mean KL divergence to the merged model stays below this.")
     keep_f16: bool = opt(False, "Keep the intermediate F16 GGUF even when f16 was not requested.")
+    onnx: list[str] = opt([], "ONNX variants to export for onnxruntime (fp32, fp16, int8, int4); empty = none.", factory=True)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig, "export": ExportConfig}
@@ -346,11 +347,14 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append("`data.max_examples` must be >= 0")
     if cfg.profile and cfg.profile not in list_profiles():
         p.append(f"`profile` = {cfg.profile!r}; set one of: {', '.join(list_profiles())}")
-    from edgetune.export.types import GGUF_TYPES
+    from edgetune.export.types import GGUF_TYPES, ONNX_VARIANTS
 
     for q in cfg.export.gguf:
         if q.lower() not in GGUF_TYPES and q.lower() != "auto":
             p.append(f"`export.gguf` has {q!r}; set any of: {', '.join(GGUF_TYPES)}, auto")
+    for v in cfg.export.onnx:
+        if v.lower() not in ONNX_VARIANTS:
+            p.append(f"`export.onnx` has {v!r}; set any of: {', '.join(ONNX_VARIANTS)}")
     if p:
         raise ConfigError(p, hint="fix the listed fields in the config file or pass the matching --flags", source=source)
 

@@ -159,6 +159,7 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     engine = engines.select(cfg.train.engine, hw, cfg)  # before trl is imported: Unsloth patches it
     sink(Note(f"hardware: {hw.describe()}; profile {cfg.profile or '-'}; engine {engine.name}; precision {precision.name}"))
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
+    check_exportable(cfg, resolved, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
     plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
@@ -210,6 +211,16 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def check_exportable(cfg: RunConfig, resolved, sink) -> None:
+    """Say whether the model can be exported, and refuse now (not after training) an export it cannot have."""
+    from edgetune import preflight
+
+    support = preflight.export_support(preflight.model_config(resolved.path, resolved.revision,
+                                                              cfg.model.trust_remote_code))
+    sink(Note(support.describe(), "info" if support.gguf is None else "warning"))
+    preflight.require_exports(cfg.export.gguf, cfg.export.onnx, support)
 
 
 def sample_prompt(cfg: RunConfig, train_ds) -> str:

@@ -42,10 +42,11 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
-from .types import parse_choices
+from .onnx_support import builder_input, onnx_support
+from .types import ONNX_VARIANTS, parse_choices
 
 ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
-VARIANTS = ("fp32", "fp16", "int8", "int4")
+VARIANTS = ONNX_VARIANTS
 # variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda
 # and why int4 uses k_quant_mixed
 BUILDER_TARGET = {"fp32": ("fp32", "cpu", []), "fp16": ("fp16", "cuda", []), "int8": ("int8", "cpu", []),
@@ -76,7 +77,8 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -
     try:
         t0 = time.time()
         sink(StageStarted("onnx", f"{variant}: model builder ({precision}, {provider} graph) -> {final_dir}"))
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp / "model"),
+        source = builder_input(merged, tmp / "input")
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(tmp / "model"),
                "-p", precision, "-e", provider, "-c", str(tmp / "cache")]
         cmd += ["--extra_options", *extra] if extra else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_offline_env())
@@ -92,6 +94,7 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -
             if (merged / name).is_file():
                 shutil.copy2(merged / name, model_dir / name)
         shutil.rmtree(tmp / "cache", ignore_errors=True)
+        shutil.rmtree(tmp / "input", ignore_errors=True)
         runs.replace_dir(model_dir, final_dir)
         sink(StageFinished("onnx", time.time() - t0, f"{variant}: {dir_size(final_dir) / 1e6:.1f} MB"))
         return final_dir
@@ -137,6 +140,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     check_builder()
     run_dir = runs.require_run_dir(run_dir)
     merged = run_dir / runs.MERGED
+    refuse_unsupported(run_dir)
     if not (merged / "config.json").is_file():
         sink(Note("no merged model yet: merging first"))
         merge(run_dir, sink)
@@ -158,6 +162,24 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
             check_onnx_gate(r)  # after the report is written, so the numbers are there to read
     sink(Note(f"ONNX export done in {time.time() - t0:.0f} s"))
     return results
+
+
+def refuse_unsupported(run_dir: Path) -> None:
+    """Before merging or building anything: the base model's architecture must be one the builder exports."""
+    import json
+
+    merged = run_dir / runs.MERGED / "config.json"
+    if merged.is_file():
+        config = json.loads(merged.read_text(encoding="utf-8"))
+    else:
+        from edgetune import models, preflight
+        from edgetune.merge import load_run_config
+
+        cfg = load_run_config(run_dir)
+        resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code)
+        config = preflight.model_config(resolved.path, resolved.revision, cfg.model.trust_remote_code)
+    if (reason := onnx_support(config)) is not None:
+        raise ExportError(f"{run_dir}: {reason}", hint="export GGUF instead: edgetune export RUN_DIR --gguf q4_k_m")
 
 
 def merged_with_earlier(run_dir: Path, results: list[dict]) -> list[dict]:

@@ -15,6 +15,8 @@ GGUF_TYPES = {
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
 }
 
+ONNX_VARIANTS = ("fp32", "fp16", "int8", "int4")  # onnxruntime-genai builder precisions edgetune exports
+
 
 def parse_choices(values: list[str], allowed, what: str, example: str) -> list[str]:
     """Flags like `--gguf q4_k_m --gguf q8_0,f16` -> unique lowercase names, each checked against `allowed`."""

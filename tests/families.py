@@ -79,12 +79,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            eos="<|endoftext|>", end_of_turn="<|end|>", generation_eos=("<|end|>", "<|endoftext|>"),
            pad="<|endoftext|>",
            # partial rotary (3/4 of each head) and LongRoPE (long factors past 1024 tokens, 4x context)
+           # heads of 128 as in Phi-4-mini: onnxruntime's rotary kernel needs (rotary dims / 2) % 8 == 0
            config=dict(num_hidden_layers=2, tie_word_embeddings=True, max_position_embeddings=4096,
+                       hidden_size=256, num_attention_heads=2, num_key_value_heads=1, intermediate_size=256,
                        original_max_position_embeddings=1024,
                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                         "partial_rotary_factor": 0.75,
-                                        "short_factor": [1.0 + 0.05 * i for i in range(6)],
-                                        "long_factor": [1.0 + 0.5 * i for i in range(6)],
+                                        "short_factor": [1.0 + 0.01 * i for i in range(48)],
+                                        "long_factor": [1.0 + 0.1 * i for i in range(48)],
                                         "original_max_position_embeddings": 1024})),
     Family("phi3_5", "phi3", "spm-llama", "trl:phi3_5",
            special=("<|endoftext|>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),

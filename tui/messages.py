@@ -65,11 +65,12 @@ class HardwareDetected(Message):
 
 
 class ModelInspected(Message):
-    """The model's shape (for the memory estimate) is known, or `shape` is None with a reason."""
+    """The model's shape (for the memory estimate) is known, or `shape` is None with a reason; `support` says
+    whether it can be exported to GGUF / ONNX (edgetune.preflight.ExportSupport, None when unknown)."""
 
-    def __init__(self, ref: str, shape: Any, reason: str = "") -> None:
+    def __init__(self, ref: str, shape: Any, reason: str = "", support: Any = None) -> None:
         super().__init__()
-        self.ref, self.shape, self.reason = ref, shape, reason
+        self.ref, self.shape, self.reason, self.support = ref, shape, reason, support
 
 
 class ExportProgressed(Message):

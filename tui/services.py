@@ -32,6 +32,14 @@ def model_shape(ref: str):
     return ModelShape.from_config(AutoConfig.from_pretrained(resolved.path))
 
 
+def export_support(ref: str):
+    """Whether `ref` can be exported to GGUF / ONNX (edgetune.preflight.ExportSupport), from its config.json only."""
+    heavy_imports()
+    from edgetune import models, preflight
+
+    return preflight.export_support(preflight.model_config(models.resolve(ref).path))
+
+
 def tokenizer_for(ref: str):
     """The model's tokenizer with its chat template checked, cached per ref (validation reruns on every edit)."""
     with _lock:

@@ -1,5 +1,6 @@
-"""Setup: detected hardware and profile, model, dataset (checked live), method, key settings with the memory
-estimate, save the config, start training."""
+"""Setup: detected hardware and profile, model (with whether it can be exported), dataset (checked live), method,
+key settings with the memory estimate, save the config, start training (asking first when the model cannot be
+exported the way the config asks)."""
 from __future__ import annotations
 
 import time
@@ -18,6 +19,7 @@ from edgetune import runs
 from edgetune.errors import ConfigError
 from edgetune.tui import services
 from edgetune.tui.messages import ErrorRaised, HardwareDetected, ModelInspected, ValidationFinished
+from edgetune.tui.screens.confirm import ConfirmScreen
 from edgetune.tui.widgets.data_preview import DataPreview
 from edgetune.tui.widgets.hardware_panel import HardwarePanel
 from edgetune.tui.widgets.memory_estimate import MemoryEstimateView, budget_gb
@@ -59,6 +61,7 @@ class SetupScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.shape = None  # ModelShape of the current model ref, once inspected
+        self.support = None  # its ExportSupport (GGUF / ONNX), once inspected
         self.profile = ""
 
     def compose(self) -> ComposeResult:
@@ -72,6 +75,7 @@ class SetupScreen(Screen):
                                                   compact=True, id="profile"))
                 yield field_row("Model", Input(app.model_ref, placeholder="default, hub id, dir or .gguf",
                                                compact=True, id="model"))
+                yield Label("", id="export-support")
                 yield field_row("Dataset", Input(app.data_path, placeholder=".jsonl/.json/.csv/.parquet path",
                                                  compact=True, id="data"))
                 yield field_row("Method", Select([(METHOD_LABELS.get(m, m), m) for m in C.METHODS], value="sft",
@@ -142,15 +146,17 @@ class SetupScreen(Screen):
     # --- model and memory estimate ----------------------------------------------------------------------------
     @on(Input.Changed, "#model")
     def model_changed(self, event: Input.Changed) -> None:
-        self.shape = None
+        self.shape = self.support = None
         self.inspect_model(event.value)
         self.check_data()
 
     def inspect_model(self, ref: str) -> None:
         if not services.looks_loadable(ref):
             self.query_one(MemoryEstimateView).show_pending("enter a model (default, hub id, dir or .gguf)")
+            self.query_one("#export-support", Label).update("")
             return
         self.query_one(MemoryEstimateView).show_pending(f"inspecting {ref}…")
+        self.query_one("#export-support", Label).update("")
         self.run_inspect(ref.strip())
 
     @work(thread=True, exclusive=True, group="model")
@@ -160,13 +166,18 @@ class SetupScreen(Screen):
             shape, reason = inspect(ref), ""
         except Exception as e:  # shown inline: the user may still be typing the ref
             shape, reason = None, ErrorRaised.from_exception(e).message
+        try:
+            support = services.export_support(ref) if shape is not None else None
+        except Exception:  # noqa: BLE001 - unknown support only hides the line; training re-checks it
+            support = None
         if not get_current_worker().is_cancelled:
-            self.post_message(ModelInspected(ref, shape, reason))
+            self.post_message(ModelInspected(ref, shape, reason, support))
 
     def on_model_inspected(self, message: ModelInspected) -> None:
         if message.ref != self.query_one("#model", Input).value.strip():
             return  # a newer ref was typed meanwhile
-        self.shape = message.shape
+        self.shape, self.support = message.shape, message.support
+        self.query_one("#export-support", Label).update(message.support.describe() if message.support else "")
         if message.shape is None:
             self.query_one(MemoryEstimateView).show_pending(f"unavailable ({message.reason})")
         else:
@@ -319,5 +330,18 @@ class SetupScreen(Screen):
     @on(Button.Pressed, "#start")
     async def action_start(self) -> None:
         cfg = self._config_or_error()
-        if cfg is not None:
-            await self.app.begin_training(cfg)
+        if cfg is None:
+            return
+        if self.support is not None and cfg.export.gguf and self.support.gguf is not None:
+            question = (f"{cfg.model.ref} cannot be exported to GGUF: {self.support.gguf}\n\nTrain anyway? The run "
+                        "keeps its adapter and can be merged, but `export --gguf` will refuse it.")
+            self.app.push_screen(ConfirmScreen(question, "Train without GGUF export"), self._start_without_gguf(cfg))
+            return
+        await self.app.begin_training(cfg)
+
+    def _start_without_gguf(self, cfg: C.RunConfig):
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                cfg.export.gguf = []
+                await self.app.begin_training(cfg)
+        return answered
