@@ -28,7 +28,7 @@ def opt(default: Any, help: str, choices: tuple | None = None, factory: bool = F
     return field(default=default, metadata=meta)
 
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ALL_LINEAR = ["all-linear"]  # every linear layer of the blocks, whatever the family calls them (Phi-3: qkv_proj, gate_up_proj)
 METHODS = ("sft", "dpo", "kto", "grpo")
 ENGINES = ("auto", "unsloth", "hf")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -75,7 +75,7 @@ class LoraConfig:
     r: int = opt(16, "LoRA rank.")
     alpha: int = opt(32, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
     dropout: float = opt(0.0, "LoRA dropout.")
-    target_modules: list[str] = opt(ALL_LINEAR, "Module names that get adapters (default: every linear layer of the block).", factory=True)
+    target_modules: list[str] = opt(ALL_LINEAR, "Module names that get adapters; `all-linear` = every linear layer of the blocks (attention and MLP, fused or not).", factory=True)
     use_rslora: bool = opt(False, "Rank-stabilised LoRA scaling.")
     use_dora: bool = opt(False, "Weight-decomposed LoRA (DoRA); slower.")
 

@@ -57,6 +57,11 @@ class MemoryEstimate:
                 f"+ runtime {self.overhead_gb:.2f}")
 
 
+def target_count(target_modules: list[str]) -> int:
+    """Adapted matrices per block: `all-linear` means q, k, v, o and the three MLP projections (7)."""
+    return 7 if list(target_modules) == ["all-linear"] else len(target_modules)
+
+
 def lora_params(shape: ModelShape, r: int, n_targets: int) -> int:
     # Each targeted linear gets A (in x r) and B (r x out); in+out ~ hidden + intermediate on average.
     return shape.layers * n_targets * r * (shape.hidden + (shape.hidden + shape.intermediate) // 2)

@@ -50,7 +50,7 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: i
     `longest`: tokens in the longest sequence of this data (see longest_sequence); else max_length is assumed."""
     from transformers import AutoConfig
 
-    from edgetune.memory import ModelShape, estimate, fit_batch
+    from edgetune.memory import ModelShape, estimate, fit_batch, target_count
 
     try:
         shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code))
@@ -60,7 +60,7 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: i
     t = cfg.train
 
     def make(batch):
-        return estimate(shape, r=cfg.lora.r, n_targets=len(cfg.lora.target_modules), batch=seq_for(batch), seq=t_seq,
+        return estimate(shape, r=cfg.lora.r, n_targets=target_count(cfg.lora.target_modules), batch=seq_for(batch), seq=t_seq,
                         load_in_4bit=cfg.model.load_in_4bit, checkpointing=t.gradient_checkpointing,
                         compute_bytes=precision.nbytes, device=hw.device, eight_bit_optim=hw.device == "cuda")
 
@@ -115,7 +115,10 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
     runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
     sink(Note(f"data: {report.n_valid} examples ({report.format}), {report.n_rejected} rejected, "
-              f"masked fraction {report.masked_fraction:.2f}"))
+              f"masked fraction {report.masked_fraction:.2f}"
+              + (f", {report.n_sequences} training sequences" if report.n_sequences > report.n_valid else "")))
+    for note in report.mask_notes:
+        sink(Note(f"chat template: {note}"))
     for p in report.problems[:5]:
         sink(Note(f"skipped {p}", "warning"))
     eval_ds = None

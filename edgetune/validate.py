@@ -33,7 +33,11 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
     console.print(f"[bold]{escape(report.source)}[/]")
     console.print(f"  format          {report.format}")
     console.print(f"  rows            {report.n_rows}")
-    console.print(f"  valid examples  {report.n_valid}")
+    console.print(f"  valid examples  {report.n_valid}"
+                  + (f" ({report.n_sequences} training sequences)" if report.n_sequences > report.n_valid else ""))
+    console.print(f"  loss mask       {report.mask_method}: each reply and its end-of-turn token")
+    for note in report.mask_notes:
+        console.print(f"  [yellow]chat template[/]   {escape(note)}", soft_wrap=True)
     console.print(f"  rejected        {report.n_rejected}")
     if report.n_valid:
         console.print(f"  tokens          min {report.tokens_min}, median {report.tokens_median:g}, p95 {report.tokens_p95}, "

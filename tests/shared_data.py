@@ -33,3 +33,9 @@ def write_chat_jsonl(folder: Path) -> Path:
     path = folder / "chat.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """rows as a JSONL file at path."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from edgetune.config import DataConfig
 from edgetune.data.load import Problem, load_rows
-from edgetune.data.template import encode
+from edgetune.data.template import chat_format, encode_all
 from edgetune.errors import DataError
 
 MAX_LISTED = 10  # problems quoted in an error message; the report file keeps them all
@@ -34,6 +34,9 @@ class DataReport:
     tokens_total: int = 0
     masked_fraction: float = 1.0  # fraction of tokens NOT in the loss (1.0 when there is nothing to train on)
     n_truncated: int = 0
+    n_sequences: int = 0     # training sequences (more than examples when the template rewrites earlier turns)
+    mask_method: str = ""    # how replies were located: turns | markers (edgetune.data.template)
+    mask_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -43,6 +46,7 @@ class DataReport:
     def summary(self) -> str:
         """A few lines for people (CLI plan output)."""
         lines = [f"{self.source}: {self.format} format, {self.n_valid} of {self.n_rows} rows usable"
+                 + (f" ({self.n_sequences} training sequences)" if self.n_sequences > self.n_valid else "")
                  + (f", {self.n_rejected} rejected" if self.n_rejected else "")
                  + (f", {self.n_skipped} left out by data.max_examples" if self.n_skipped else "")]
         if self.n_valid:
@@ -51,6 +55,7 @@ class DataReport:
                          f"{1 - self.masked_fraction:.0%} of tokens in the loss")
         if self.n_truncated:
             lines.append(f"{self.n_truncated} example(s) truncated to max_length={self.max_length}")
+        lines += [f"chat template: {note}" for note in self.mask_notes]
         lines += [f"  - {p}" for p in self.problems[:MAX_LISTED]]
         if len(self.problems) > MAX_LISTED:
             lines.append(f"  ... and {len(self.problems) - MAX_LISTED} more (see data_report.json)")
@@ -75,26 +80,39 @@ class DataReport:
 
 
 def prepare(tokenizer, cfg: DataConfig, max_length: int) -> tuple[DataReport, list[dict]]:
-    """Load, normalise and tokenize; rows that end up with no token in the loss become problems."""
+    """Load, normalise and tokenize; rows that end up with no token in the loss become problems.
+    Each example is {"input_ids", "mask"} (mask 1 = trained); a conversation may give several (see template.py)."""
+    fmt = chat_format(tokenizer)
     loaded = load_rows(cfg)
-    examples, lengths, in_loss, n_truncated = [], [], 0, 0
+    examples, lengths, in_loss, n_truncated, n_valid = [], [], 0, 0, 0
     for pos, conv in loaded.conversations:
-        ids, mask = encode(tokenizer, conv)
-        if len(ids) > max_length:
-            if not any(mask[:max_length]):
-                loaded.problems.append(loaded.problem(
-                    pos, f"no assistant token within the first {max_length} tokens (the example has {len(ids)})",
-                    "raise train.max_length or shorten the prompt"))
-                continue
-            n_truncated += 1
-            ids, mask = ids[:max_length], mask[:max_length]
-        examples.append({"input_ids": ids, "assistant_masks": mask})
-        lengths.append(len(ids))
-        in_loss += sum(mask)
+        try:
+            encoded = encode_all(tokenizer, conv)
+        except DataError as e:  # a row the template refuses (roles out of order, ...): reported, skipped
+            loaded.problems.append(loaded.problem(pos, e.message, e.hint))
+            continue
+        kept = []
+        for ids, mask in encoded:
+            if len(ids) > max_length:
+                if not any(mask[:max_length]):
+                    continue
+                n_truncated += 1
+                ids, mask = ids[:max_length], mask[:max_length]
+            kept.append({"input_ids": ids, "mask": mask})
+        if not kept:
+            loaded.problems.append(loaded.problem(
+                pos, f"no assistant token within the first {max_length} tokens (the example has "
+                     f"{max(len(ids) for ids, _ in encoded)})", "raise train.max_length or shorten the prompt"))
+            continue
+        n_valid += 1
+        examples += kept
+        lengths += [len(e["input_ids"]) for e in kept]
+        in_loss += sum(sum(e["mask"]) for e in kept)
     loaded.problems.sort(key=lambda p: p.line or 0)
-    report = DataReport(source=loaded.source, format=loaded.format, n_rows=loaded.n_rows, n_valid=len(examples),
+    report = DataReport(source=loaded.source, format=loaded.format, n_rows=loaded.n_rows, n_valid=n_valid,
                         n_rejected=len(loaded.problems), n_skipped=loaded.n_skipped, problems=loaded.problems,
-                        max_length=max_length, n_truncated=n_truncated)
+                        max_length=max_length, n_truncated=n_truncated, n_sequences=len(examples),
+                        mask_method=fmt.method, mask_notes=list(fmt.notes))
     if lengths:
         ordered = sorted(lengths)
         report.tokens_min, report.tokens_max, report.tokens_total = ordered[0], ordered[-1], sum(ordered)

@@ -54,6 +54,15 @@ class Engine(Protocol):
         """The base model exactly as training saw it (4-bit when configured), without adapters."""
 
 
+def linear_names(model) -> list[str]:
+    """Names of the linear layers inside the model's blocks (the output head excluded)."""
+    import torch
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
+    return sorted(names - {"lm_head"})
+
+
 def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
@@ -79,7 +88,11 @@ def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
     return HFEngine()
 
 
-def lora_kwargs(cfg: RunConfig) -> dict:
+def lora_kwargs(cfg: RunConfig, model=None) -> dict:
+    """LoRA settings for PEFT / Unsloth; `all-linear` becomes the model's own linear layer names."""
     lc = cfg.lora
-    return dict(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+    targets = list(lc.target_modules)
+    if targets == ["all-linear"]:
+        targets = linear_names(model) if model is not None else "all-linear"
+    return dict(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,
                 use_rslora=lc.use_rslora, bias="none")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edgetune.config import RunConfig
-from edgetune.engines.base import Precision, lora_kwargs
+from edgetune.engines.base import Precision, linear_names, lora_kwargs
 from edgetune.errors import ConfigError
 from edgetune.models import ResolvedModel, load_error
 
@@ -60,20 +60,13 @@ class HFEngine:
         if missing:
             raise ConfigError([f"`lora.target_modules` names {', '.join(missing)}, which {model.name} does not have; "
                                f"its linear layers are: {', '.join(linear_names(base))}"])
-        peft_cfg = LoraConfig(task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora, **lora_kwargs(cfg))
+        peft_cfg = LoraConfig(task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora, **lora_kwargs(cfg, base))
         return get_peft_model(base, peft_cfg), tok
-
-
-def linear_names(model) -> list[str]:
-    import torch
-
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
-    return sorted(names - {"lm_head"})
 
 
 def missing_targets(model, targets) -> list[str]:
     have = set(linear_names(model))
-    return [t for t in targets if t not in have]
+    return [t for t in targets if t not in have and t != "all-linear"]
 
 
 def keep_canonical_4bit(model) -> None:

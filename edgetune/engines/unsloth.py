@@ -49,7 +49,7 @@ class UnslothEngine:
             if tok.pad_token is None:
                 tok.pad_token = tok.unk_token or tok.eos_token
             return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True), tok
-        kw = lora_kwargs(cfg)
+        kw = lora_kwargs(cfg, base)
         peft_model = FastLanguageModel.get_peft_model(
             base, use_gradient_checkpointing="unsloth" if cfg.train.gradient_checkpointing else False,
             random_state=cfg.train.seed, max_seq_length=cfg.train.max_length, **kw)

@@ -49,7 +49,8 @@ def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_ev
 
     return SFTConfig(**common_args(cfg, output_dir, precision, has_eval), max_length=cfg.train.max_length,
                      packing=cfg.train.packing,
-                     # masks come from our own template pass (edgetune.data.template) as an `assistant_masks` column
+                     # the loss mask comes from our own template pass (edgetune.data.template) as a `labels` column
+                     # (-100 outside replies), which TRL and Unsloth's dataset preparation both keep as it is
                      assistant_only_loss=False, dataset_num_proc=None)
 
 

@@ -33,7 +33,7 @@ def tokenizer(tiny_tokenizer_dir):
 
 
 def in_loss(tokenizer, example) -> str:
-    return tokenizer.decode([t for t, m in zip(example["input_ids"], example["assistant_masks"]) if m])
+    return tokenizer.decode([t for t in example["labels"] if t != -100])
 
 
 def test_tiny_tokenizer_is_a_chatml_tokenizer(tokenizer):
@@ -49,19 +49,20 @@ def test_tiny_tokenizer_is_a_chatml_tokenizer(tokenizer):
 
 def test_every_assistant_turn_and_its_end_token_are_in_the_loss(tokenizer):
     ex = tokenize_conversation(tokenizer, CHAT, max_length=512)
-    assert len(ex["input_ids"]) == len(ex["assistant_masks"])
+    assert len(ex["input_ids"]) == len(ex["labels"])
     assert in_loss(tokenizer, ex) == "Arr! Ahoy.<|im_end|>\nArr! That be 4.<|im_end|>\n"
-    in_loss_ids = [t for t, m in zip(ex["input_ids"], ex["assistant_masks"]) if m]
+    in_loss_ids = [t for t in ex["labels"] if t != -100]
     assert in_loss_ids.count(tokenizer.eos_token_id) == 2  # the model learns to stop after each reply
+    assert all(label in (-100, token) for label, token in zip(ex["labels"], ex["input_ids"]))
     # Everything else (default system prompt, user turns, "<|im_start|>assistant\n" headers) is masked out.
-    outside = tokenizer.decode([t for t, m in zip(ex["input_ids"], ex["assistant_masks"]) if not m])
+    outside = tokenizer.decode([t for t, label in zip(ex["input_ids"], ex["labels"]) if label == -100])
     assert "Hi there" in outside and "SmolLM" in outside and outside.count("<|im_start|>assistant\n") == 2
 
 
 def test_truncation_keeps_the_start(tokenizer):
     full = tokenize_conversation(tokenizer, CHAT, max_length=10_000)
     cut = tokenize_conversation(tokenizer, CHAT, max_length=40)
-    assert cut["input_ids"] == full["input_ids"][:40] and cut["assistant_masks"] == full["assistant_masks"][:40]
+    assert cut["input_ids"] == full["input_ids"][:40] and cut["labels"] == full["labels"][:40]
 
 
 @pytest.mark.parametrize("name", ["sharegpt.jsonl", "alpaca.jsonl", "prompt_completion.jsonl", "messages.csv",
@@ -69,7 +70,7 @@ def test_truncation_keeps_the_start(tokenizer):
 def test_same_conversations_in_any_format_give_identical_examples(tokenizer, name):
     reference, _ = build_dataset(tokenizer, DataConfig(path=str(GOOD / "messages.jsonl")), 256)
     other, report = build_dataset(tokenizer, DataConfig(path=str(GOOD / name)), 256)
-    assert other.column_names == ["input_ids", "assistant_masks"]
+    assert other.column_names == ["input_ids", "labels"]
     assert other.to_list() == reference.to_list()
     assert report.n_valid == 3 and report.problems == []
 
@@ -118,15 +119,35 @@ def test_template_override_from_jinja_or_tokenizer_config(tokenizer, tmp_path):
         ensure_chat_template(tokenizer, str(tmp_path / "nope.jinja"))
 
 
-def test_template_that_rewrites_earlier_turns_is_rejected(tokenizer, tmp_path):
-    # Like reasoning templates that drop old thoughts: the last turn renders differently from earlier ones.
+def test_template_that_rewrites_earlier_turns_trains_each_turn_in_its_own_context(tokenizer, tmp_path):
+    """Like Qwen3's template: the last assistant turn carries a think block that earlier turns lose. Each reply is
+    trained exactly as generated (with its think block), after exactly the context it is generated in."""
+    from edgetune.data.template import encode_all, render
+
+    rewriting = tmp_path / "thinking.jinja"
+    rewriting.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n"
+                         "{% if m.role == 'assistant' and loop.last %}<think></think>{% endif %}{{ m.content }}"
+                         "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fmt = ensure_chat_template(tokenizer, str(rewriting))
+    assert fmt.method == "turns" and any("rewrites earlier turns" in n for n in fmt.notes)
+    sequences = encode_all(tokenizer, CHAT)
+    assert len(sequences) == 2  # one per turn: the second context shows the first reply without its think block
+    for (ids, mask), turn in zip(sequences, (1, 3)):
+        trained = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+        assert trained == f"<think></think>{CHAT[turn]['content']}<|im_end|>\n"
+        context = tokenizer.decode(ids[: mask.index(1)])
+        assert context == render(tokenizer, CHAT[:turn], add_generation_prompt=True)
+
+
+def test_template_whose_prompt_changes_once_answered_is_refused_clearly(tokenizer, tmp_path):
+    # The last user turn is marked "(latest)": once a reply follows, the prompt the model saw is no longer there.
     rewriting = tmp_path / "rewriting.jinja"
     rewriting.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
                          "{% if loop.last %} (latest){% endif %}<|im_end|>\n{% endfor %}"
                          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    with pytest.raises(DataError, match="not prefix-consistent") as e:
+    with pytest.raises(DataError, match="rewriting.jinja cannot be used for the assistant-only loss") as e:
         ensure_chat_template(tokenizer, str(rewriting))
-    assert "model.chat_template" in e.value.hint
+    assert "{% generation %}" in e.value.hint
 
 
 def test_template_without_end_of_turn_marker_is_rejected(tokenizer, tmp_path):

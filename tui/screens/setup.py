@@ -203,7 +203,7 @@ class SetupScreen(Screen):
         hw, view = self.app.hardware, self.query_one(MemoryEstimateView)
         if self.shape is None or hw is None:
             return
-        from edgetune.memory import estimate
+        from edgetune.memory import estimate, target_count
 
         try:
             values = self.settings()
@@ -213,7 +213,7 @@ class SetupScreen(Screen):
         cfg = C.resolve(None, {}, profile=self.profile, check=False)
         batch, seq = method_batch_seq(self.method(), values["train"]["batch_size"], values["train"]["max_length"],
                                       cfg.method)
-        est = estimate(self.shape, r=values["lora"]["r"], n_targets=len(cfg.lora.target_modules),
+        est = estimate(self.shape, r=values["lora"]["r"], n_targets=target_count(cfg.lora.target_modules),
                        batch=batch, seq=seq,
                        load_in_4bit=cfg.model.load_in_4bit, checkpointing=cfg.train.gradient_checkpointing,
                        compute_bytes=2 if hw.device == "cuda" else 4, device=hw.device,
