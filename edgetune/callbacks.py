@@ -122,12 +122,15 @@ class SampleCallback(TrainerCallback):
         enc = self.tokenizer.apply_chat_template([{"role": "user", "content": self.prompt}], add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)
         enc = {k: v.to(model.device) for k, v in enc.items()}
+        from edgetune.stops import stop_ids
+
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+                                     pad_token_id=self.tokenizer.pad_token_id,
+                                     eos_token_id=stop_ids(self.tokenizer, model=model))
         finally:
             model.train(was_training)
         text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -106,9 +106,14 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, repeat_penalty: float = REPEAT_PENALTY):
+        from edgetune.stops import stop_ids
+
         self.model, self.tokenizer = model, tokenizer
         self.repeat_penalty = repeat_penalty
         self.finish_reason = "stop"
+        # every end-of-reply id (Gemma's <end_of_turn> besides <eos>, Llama 3's <|eot_id|> besides <|end_of_text|>):
+        # passing only tokenizer.eos_token_id would replace the generation config's list
+        self.stop_ids = stop_ids(tokenizer, model=model)
 
     @classmethod
     def from_dir(cls, path: Path, adapter: Path | None = None):
@@ -134,7 +139,7 @@ class HFBackend:
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**enc, max_new_tokens=max_tokens, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=self.tokenizer.eos_token_id, repetition_penalty=self.repeat_penalty)
+                      eos_token_id=self.stop_ids, repetition_penalty=self.repeat_penalty)
         kwargs.update(do_sample=True, temperature=temperature) if temperature > 0 else kwargs.update(do_sample=False)
         out = {}
 
@@ -147,7 +152,7 @@ class HFBackend:
         yield from streamer
         worker.join()
         new = out["ids"][0, enc["input_ids"].shape[1]:]
-        self.finish_reason = "stop" if len(new) and int(new[-1]) == self.tokenizer.eos_token_id else "length"
+        self.finish_reason = "stop" if len(new) and int(new[-1]) in self.stop_ids else "length"
 
 
 def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:

@@ -50,11 +50,16 @@ def end_of_turn_token(tokenizer) -> str | None:
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids[0] in special else None
 
 
-def stop_ids(tokenizer, model_dir=None) -> list[int]:
-    """Every id that ends a reply, in a stable order: generation config, tokenizer eos, template end-of-turn."""
+def stop_ids(tokenizer, model_dir=None, model=None) -> list[int]:
+    """Every id that ends a reply, in a stable order: generation config (of `model` when given, else read from
+    model_dir or the tokenizer's folder), tokenizer eos, template end-of-turn."""
     found: list[int] = []
     eot = end_of_turn_token(tokenizer)
-    candidates = [*generation_eos_ids(model_dir if model_dir is not None else getattr(tokenizer, "name_or_path", None)),
+    config = getattr(model, "generation_config", None)
+    from_model = getattr(config, "eos_token_id", None) if config is not None else None
+    from_model = from_model if isinstance(from_model, list) else [from_model]
+    candidates = [*from_model,
+                  *generation_eos_ids(model_dir if model_dir is not None else getattr(tokenizer, "name_or_path", None)),
                   tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(eot) if eot else None]
     for i in candidates:
         if isinstance(i, int) and i >= 0 and i not in found:

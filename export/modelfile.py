@@ -58,6 +58,9 @@ def write_modelfile(gguf_dir: Path, gguf_file: str, model_dir: Path, system: str
     tokenizer = _load_tokenizer(model_dir)
     template = tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), str) else ""
     style = chat_style(template)
+    derived = _derived_template(tokenizer) if style == "generic" and template else None
+    if derived is not None:
+        style = "derived"
     default_system = _default_system(tokenizer, style) if template else None
     system = system if system is not None else default_system
 
@@ -66,8 +69,11 @@ def write_modelfile(gguf_dir: Path, gguf_file: str, model_dir: Path, system: str
              f"FROM ./{gguf_file}", ""]
     if style == "generic":
         lines.append(GENERIC_COMMENT)
-    lines += [f'TEMPLATE """{_ollama_template(style)}"""', ""]
-    for token in stop_tokens(tokenizer, style):
+    if derived is not None:
+        lines.append("# TEMPLATE derived from the model's chat template and checked to render system/user/assistant "
+                     "chats identically (not tools or images)")
+    lines += [f'TEMPLATE """{derived or _ollama_template(style)}"""', ""]
+    for token in stop_tokens(tokenizer, style, model_dir):
         lines.append(f'PARAMETER stop "{token}"')
     lines.append(f"PARAMETER repeat_penalty {REPEAT_PENALTY}")  # what the export's stop-at-EOS check used
     if system:
@@ -88,8 +94,11 @@ def chat_style(template: str) -> str:
     return "generic"
 
 
-def stop_tokens(tokenizer, style: str) -> list[str]:
-    """EOS, generation-config EOS ids, and every known end token in the vocab; ChatML also stops at a new turn."""
+def stop_tokens(tokenizer, style: str, model_dir: Path | None = None) -> list[str]:
+    """Every stop token of the model (generation config, eos, the template's end of turn: edgetune.stops), then the
+    known end tokens in the vocab; ChatML also stops at a new turn."""
+    from edgetune.stops import stop_tokens as model_stop_tokens
+
     vocab = tokenizer.get_vocab()
     found: list[str] = []
 
@@ -97,9 +106,8 @@ def stop_tokens(tokenizer, style: str) -> list[str]:
         if isinstance(token, str) and token and token not in found:
             found.append(token)
 
-    add(tokenizer.eos_token)
-    for token_id in _generation_eos_ids(tokenizer):
-        add(tokenizer.convert_ids_to_tokens(token_id))
+    for token in model_stop_tokens(tokenizer, model_dir):
+        add(token)
     for token in END_TOKENS:
         if token in vocab:
             add(token)
@@ -129,16 +137,15 @@ def _default_system(tokenizer, style: str) -> str | None:
     return match.group(1) if match and match.group(1).strip() else None
 
 
-def _generation_eos_ids(tokenizer) -> list[int]:
-    import json
+def _derived_template(tokenizer) -> str | None:
+    """A checked Go template for chat templates other than ChatML / Llama 3 (Gemma, Phi, Mistral, ...)."""
+    from .modelfile_template import derive, go_template
 
-    path = Path(tokenizer.name_or_path) / "generation_config.json"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-    except (OSError, ValueError):
-        return []
-    values = value if isinstance(value, list) else [value]
-    return [v for v in values if isinstance(v, int)]
+    def render(messages, add_generation_prompt):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    pieces = derive(render, tokenizer.bos_token, tokenizer.eos_token)
+    return go_template(pieces) if pieces else None
 
 
 def _load_tokenizer(model_dir: Path):

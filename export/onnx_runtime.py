@@ -140,7 +140,9 @@ class OnnxBackend:
         self.model = OnnxModel(path)
         self.repeat_penalty = repeat_penalty
         self.tokenizer = load_tokenizer(tokenizer_dir or self.model.dir)
-        self.eos_ids = set(self.model.eos_ids) | {i for i in [self.tokenizer.eos_token_id] if i is not None}
+        from edgetune.stops import stop_ids
+
+        self.eos_ids = set(self.model.eos_ids) | set(stop_ids(self.tokenizer, self.model.dir))
         self.finish_reason = "stop"
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:

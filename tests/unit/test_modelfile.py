@@ -45,6 +45,8 @@ def test_modelfile_chatml(tiny_model_dir, tmp_path):
 
 
 def test_modelfile_own_system_and_llama3_and_fallback(tiny_model_dir, tmp_path):
+    """ChatML and Llama 3 get their hand-written templates; a template whose rendering cannot be reproduced by
+    role pieces (here it lower-cases the text) gets the plain fallback with a warning that says what to do."""
     path = write_modelfile(tmp_path, "m.gguf", tiny_model_dir, system='Talk like a pirate. Say """arr""".')
     assert _modelfile(path)["SYSTEM"] == ["Talk like a pirate. Say '''arr'''."]
 
@@ -61,7 +63,7 @@ def test_modelfile_own_system_and_llama3_and_fallback(tiny_model_dir, tmp_path):
     generic = tmp_path / "generic"
     shutil.copytree(tiny_model_dir, generic)
     (generic / "chat_template.jinja").write_text(
-        "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}", encoding="utf-8")
+        "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] | lower }}\n{% endfor %}", encoding="utf-8")
     path = write_modelfile(tmp_path, "m.gguf", generic)
     assert "did not recognise this model's chat template" in path.read_text(encoding="utf-8")
     assert "<|im_end|>" in [p.split(" ", 1)[1].strip('"') for p in _modelfile(path)["PARAMETER"]]
