@@ -131,14 +131,20 @@ def validate(
     max_length: int = typer.Option(1024, "--max-length", help=H("train.max_length")),
     chat_template: str = typer.Option("", "--chat-template", help=H("model.chat_template")),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 when some rows are rejected but enough remain."),
+    gguf: list[str] = typer.Option([], "--gguf", help="GGUF types the run will export (default: export.gguf's "
+                                   "default); `none` to check the data only. Repeatable."),
+    onnx: list[str] = typer.Option([], "--onnx", help="ONNX variants the run will export. Repeatable."),
 ):
     """Check a dataset: format, valid examples, token lengths, masked fraction and every problem.
 
-    Exits 1 when the data is unusable or (without --allow-skips) when any row would be skipped.
+    Exits 1 when the data is unusable, when the model cannot be exported as asked (--gguf, --onnx), or (without
+    --allow-skips) when any row would be skipped.
     """
     from edgetune.validate import run_validate
 
-    ok = run_validate(data, model, method, data_format, max_length, chat_template, _sink(), allow_skips=allow_skips)
+    types = None if not gguf else [] if [g.lower() for g in gguf] == ["none"] else gguf
+    ok = run_validate(data, model, method, data_format, max_length, chat_template, _sink(), allow_skips=allow_skips,
+                      gguf=types, onnx=onnx)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -9,11 +9,14 @@ from edgetune.errors import DataError
 
 
 def run_validate(data: str, model: str, method: str, data_format: str, max_length: int, chat_template: str,
-                 sink, console: Console | None = None, allow_skips: bool = False) -> bool:
-    """Print format, counts, token stats, masked fraction and all problems.
+                 sink, console: Console | None = None, allow_skips: bool = False, gguf: list[str] | None = None,
+                 onnx: list[str] | None = None) -> bool:
+    """Print whether the model can be exported, then format, counts, token stats, masked fraction, the chat
+    template's handling and all problems.
 
-    True when the data can train and (unless `allow_skips`) no row had to be rejected: a validator that passes
-    files with broken rows hides them, while training itself skips such rows with a warning.
+    True when the data can train, the model can be exported as asked (`gguf`, `onnx`: the types the run will
+    export; default export.gguf's default) and (unless `allow_skips`) no row had to be rejected: a validator that
+    passes files with broken rows hides them, while training itself skips such rows with a warning.
     """
     from edgetune import models
     from edgetune.data import ensure_chat_template, validate_data
@@ -24,9 +27,10 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
     cfg.model.ref, cfg.model.chat_template, cfg.method.name = model, chat_template, method
     cfg.data = DataConfig(path=data, format=data_format)
     validate_config(cfg, "command line")
-    if method != "sft":
-        return validate_method_rows(data, method, console, allow_skips)
     resolved = models.resolve(model, trust_remote_code=False, sink=sink)
+    exportable = check_exports(resolved, cfg.export.gguf if gguf is None else gguf, onnx or [], console)
+    if method != "sft":
+        return validate_method_rows(data, method, console, allow_skips) and exportable
     tokenizer = HFEngine().load_tokenizer(resolved, cfg)
     ensure_chat_template(tokenizer, chat_template)
     report = validate_data(tokenizer, cfg.data, max_length)
@@ -61,6 +65,23 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
                       "--allow-skips to accept")
         return False
     console.print("[green]usable[/]" + (" (rows with problems are skipped)" if report.problems else ""))
+    return exportable
+
+
+def check_exports(resolved, gguf: list[str], onnx: list[str], console: Console) -> bool:
+    """Print whether the model can be exported to GGUF and ONNX; False when an export asked for is impossible."""
+    from edgetune import preflight
+    from edgetune.errors import ConfigError
+
+    support = preflight.export_support(preflight.model_config(resolved.path, resolved.revision))
+    console.print(f"[bold]{escape(resolved.ref)}[/]: {escape(support.describe())}", soft_wrap=True)
+    try:
+        preflight.require_exports(gguf, onnx, support)
+    except ConfigError as e:
+        from edgetune.console import render_error
+
+        render_error(e)
+        return False
     return True
 
 

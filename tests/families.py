@@ -227,3 +227,19 @@ def build_family(name: str, out_dir, seed: int = 0, tokenizer_dir=None) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def build_lfm2(out_dir, tokenizer_dir):
+    """LFM2 (hybrid convolution + attention): llama.cpp runs it, edgetune cannot export it yet."""
+    import torch
+    from transformers import AutoTokenizer, Lfm2Config, Lfm2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = Lfm2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        layer_types=["conv", "full_attention"], eos_token_id=tok.eos_token_id,
+                        pad_token_id=tok.pad_token_id)
+    Lfm2ForCausalLM(config).save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir

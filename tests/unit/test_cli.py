@@ -126,3 +126,32 @@ def test_validate_method_rows(method, rows, needle, tiny_model_dir, tmp_path, ca
     assert code == 1 and needle in flat and "fix:" in flat and "Traceback" not in text
     good = PREF / f"{method}_good.jsonl"
     assert run_cli(capsys, "validate", "--method", method, "--data", good, "--model", tiny_model_dir)[0] == 0
+
+
+def test_validate_says_up_front_when_the_model_cannot_be_exported(tmp_path, capsys, tiny_tokenizer_dir):
+    """Before any training: a model edgetune cannot export to GGUF fails validate (naming the families it can),
+    and `--gguf none` checks the data alone."""
+    from families import build_lfm2
+    from shared_data import write_chat_jsonl
+
+    model, data = build_lfm2(tmp_path / "lfm2", tiny_tokenizer_dir), write_chat_jsonl(tmp_path)
+    code, text = run_cli(capsys, "validate", "--data", data, "--model", model)
+    flat = " ".join(text.split())
+    assert code == 1 and "GGUF no" in flat and "lfm2" in flat and "export.gguf = []" in flat
+    assert "Traceback" not in text
+    code, text = run_cli(capsys, "validate", "--data", data, "--model", model, "--gguf", "none")
+    assert code == 0 and "usable" in text
+
+
+def test_validate_folds_the_system_prompt_for_a_template_that_rejects_it(tmp_path, capsys, tiny_model_dir):
+    """Gemma 2's template raises on a system message; validate says it folds it into the first user turn."""
+    from fetched import require_asset
+    from shared_data import write_rows
+
+    template = require_asset("llama.cpp/templates/google-gemma-2-2b-it.jinja")
+    data = write_rows(tmp_path / "chat.jsonl", [{"messages": [
+        {"role": "system", "content": "Talk like a pirate."}, {"role": "user", "content": f"Say {i}."},
+        {"role": "assistant", "content": f"Arr! {i}."}]} for i in range(4)])
+    code, text = run_cli(capsys, "validate", "--data", data, "--model", tiny_model_dir, "--chat-template", template)
+    flat = " ".join(text.split())
+    assert code == 0 and "Traceback" not in text and "folded into the first user turn" in flat, text

@@ -11,24 +11,8 @@ from edgetune import preflight
 from edgetune.errors import ConfigError
 from edgetune.events import Collect, Note, TrainStep
 from edgetune.train import train
-from families import FAMILIES, build_family
+from families import FAMILIES, build_family, build_lfm2
 from shared_data import write_chat_jsonl
-
-
-def tiny_lfm2(out_dir, tokenizer_dir):
-    """LFM2 (hybrid convolution + attention): llama.cpp runs it, edgetune cannot export it yet."""
-    import torch
-    from transformers import AutoTokenizer, Lfm2Config, Lfm2ForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = Lfm2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                        layer_types=["conv", "full_attention"], eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id)
-    Lfm2ForCausalLM(config).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -40,7 +24,7 @@ def test_every_family_is_exportable_to_gguf(name, tmp_path):
 
 
 def test_unsupported_architecture_stops_training_before_the_first_step(tmp_path, tiny_tokenizer_dir):
-    model = tiny_lfm2(tmp_path / "lfm2", tiny_tokenizer_dir)
+    model = build_lfm2(tmp_path / "lfm2", tiny_tokenizer_dir)
     support = preflight.export_support(preflight.model_config(str(model)))
     assert support.gguf is not None and "lfm2" in support.gguf
     cfg = C.resolve(None, {"model": {"ref": str(model), "load_in_4bit": False},
