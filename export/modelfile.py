@@ -57,11 +57,9 @@ def write_modelfile(gguf_dir: Path, gguf_file: str, model_dir: Path, system: str
     gguf_dir, model_dir = Path(gguf_dir), Path(model_dir)
     tokenizer = _load_tokenizer(model_dir)
     template = tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), str) else ""
-    style = chat_style(template)
-    derived = _derived_template(tokenizer) if style == "generic" and template else None
-    if derived is not None:
-        style = "derived"
-    default_system = _default_system(tokenizer, style) if template else None
+    derived = _derived_template(tokenizer) if template else None  # exact when it exists (checked); else by style
+    style = "derived" if derived is not None else chat_style(template)
+    default_system = _default_system(tokenizer, style) if template and derived is None else None
     system = system if system is not None else default_system
 
     lines = [f"# Ollama Modelfile written by edgetune for {gguf_file}",
@@ -71,7 +69,7 @@ def write_modelfile(gguf_dir: Path, gguf_file: str, model_dir: Path, system: str
         lines.append(GENERIC_COMMENT)
     if derived is not None:
         lines.append("# TEMPLATE derived from the model's chat template and checked to render system/user/assistant "
-                     "chats identically (not tools or images)")
+                     "chats identically (not tools or images; a date the template computes is fixed at export)")
     lines += [f'TEMPLATE """{derived or _ollama_template(style)}"""', ""]
     for token in stop_tokens(tokenizer, style, model_dir):
         lines.append(f'PARAMETER stop "{token}"')
@@ -111,7 +109,7 @@ def stop_tokens(tokenizer, style: str, model_dir: Path | None = None) -> list[st
     for token in END_TOKENS:
         if token in vocab:
             add(token)
-    if style == "chatml" and "<|im_start|>" in vocab:
+    if "<|im_start|>" in (tokenizer.chat_template or "") and "<|im_start|>" in vocab:
         add("<|im_start|>")  # a model that opens a new turn has finished its own
     if not found:
         raise ExportError(f"{tokenizer.name_or_path}: the tokenizer has no EOS or end-of-turn token",
@@ -138,13 +136,16 @@ def _default_system(tokenizer, style: str) -> str | None:
 
 
 def _derived_template(tokenizer) -> str | None:
-    """A checked Go template for chat templates other than ChatML / Llama 3 (Gemma, Phi, Mistral, ...)."""
+    """A Go template checked to render like the model's own chat template, or None."""
     from .modelfile_template import derive, go_template
 
     def render(messages, add_generation_prompt):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    pieces = derive(render, tokenizer.bos_token, tokenizer.eos_token)
+    # Ollama adds BOS itself exactly when the tokenizer does (the GGUF's add_bos): then the template leaves it out
+    ids = tokenizer("a")["input_ids"]
+    adds_bos = tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
+    pieces = derive(render, tokenizer.bos_token if adds_bos else None, tokenizer.eos_token)
     return go_template(pieces) if pieces else None
 
 

@@ -2,10 +2,12 @@
 
 The Jinja template is rendered with sentinel contents (one and two turns, with and without a system message) and cut
 at the sentinels into per-role pieces: what comes before and after a user message, before and after an assistant
-reply, the generation prompt, and where the system message goes: its own block, folded into the first user turn
-(Gemma 3 does this, and edgetune folds it for templates that reject system messages), or moved to the last user turn
-(Mistral v0.3). The same pieces then render the probe conversations in Python exactly as the Go template will;
-`derive` returns pieces only when that re-rendering equals the Jinja rendering for every probe.
+reply, the generation prompt, what the template writes when no system message is given (a default system message,
+Llama 3.x's date header, SmolLM3's metadata block; the date is frozen at export time), and where a system message
+goes: its own block, folded into the first user turn (Gemma 3 does this, and edgetune folds it for templates that
+reject system messages), or moved to the last user turn (Mistral v0.3). The same pieces then render the probe
+conversations in Python exactly as the Go template will; `derive` returns pieces only when that re-rendering equals
+the Jinja rendering for every probe (checked independently with Go's text/template on the family templates).
 
 What it reproduces: system/user/assistant conversations. Not tools, images, or reasoning-channel formatting.
 """
@@ -28,23 +30,26 @@ class Pieces:
     system_prefix: str = ""
     system_suffix: str = ""
     fold_separator: str = "\n\n"
+    no_system: str = ""  # what the template writes before the first user turn when the chat has no system message
 
 
 def derive(render, bos: str | None, eos: str | None) -> Pieces | None:
     """Pieces that reproduce `render(messages, add_generation_prompt)` for system/user/assistant chats, or None."""
     try:
         pieces = _cut(render, bos, eos)
-    except (ValueError, KeyError):
+    except Exception:  # noqa: BLE001 - any template the cut cannot read (tools-only templates raise TypeError...)
         return None
     probes = [[{"role": "user", "content": U1}],
               [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
               [{"role": "system", "content": S}, {"role": "user", "content": U1}],
               [{"role": "system", "content": S}, {"role": "user", "content": U1}, {"role": "assistant", "content": A1},
                {"role": "user", "content": U2}]]
-    for messages in probes:
-        if simulate(pieces, messages) != _strip_bos(_render(render, messages), bos):
-            return None
-    return pieces
+    try:
+        if all(simulate(pieces, m) == _strip_bos(_render(render, m), bos) for m in probes):
+            return pieces
+    except Exception:  # noqa: BLE001
+        pass
+    return None
 
 
 def _render(render, messages):
@@ -64,35 +69,49 @@ def _between(text: str, left: str, right: str) -> str:
     return text[start:text.index(right, start)]
 
 
+def _common_suffix(a: str, b: str) -> str:
+    return os.path.commonprefix([a[::-1], b[::-1]])[::-1]
+
+
 def _cut(render, bos, eos) -> Pieces:
     two = _strip_bos(_render(render, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
                                       {"role": "user", "content": U2}]), bos)
-    head = two[:two.index(U1)]  # = user prefix (a default system message, if any, makes the cut fail: see below)
+    head = two[:two.index(U1)]
     after_user, after_reply = _between(two, U1, A1), _between(two, A1, U2)
     generation_tail = two[two.index(U2) + len(U2):]  # user suffix + generation prompt
+    # what precedes every user message (before the first one the template may also write a default system block):
+    # split after the assistant's own ending when the template shows it (a reply rendered last), else where the
+    # text before the first and before a later user message stop agreeing
     one = _strip_bos(render([{"role": "user", "content": U1}, {"role": "assistant", "content": A1}], False), bos)
-    assistant_end = one[one.index(A1) + len(A1):]
-    if eos and assistant_end.endswith(eos) and not after_reply.startswith(assistant_end):
-        assistant_end = assistant_end[: -len(eos)]  # eos the template appends after the whole conversation (Phi)
-    if not after_reply.startswith(assistant_end) or not after_reply.endswith(head):
-        raise ValueError("assistant suffix / user prefix do not split")
-    user_suffix = os.path.commonprefix([after_user, generation_tail])  # what follows a user turn either way
-    pieces = dict(user_prefix=head, user_suffix=user_suffix, assistant_prefix=after_user[len(user_suffix):],
-                  assistant_suffix=assistant_end, generation=generation_tail[len(user_suffix):])
+    ending = one[one.index(A1) + len(A1):]
+    if eos and ending.endswith(eos) and not after_reply.startswith(ending):
+        ending = ending[: -len(eos)]  # eos the template appends after the whole conversation (Phi)
+    user_prefix = after_reply[len(ending):] if after_reply.startswith(ending) and ending.strip() and \
+        head.endswith(after_reply[len(ending):]) else _common_suffix(head, after_reply)
+    # what follows a user turn: up to the generation prompt (the assistant header), else the part shared with the
+    # text after the last user turn
+    asked = _strip_bos(render([{"role": "user", "content": U1}], True), bos)
+    told = _strip_bos(render([{"role": "user", "content": U1}], False), bos)
+    prompt = asked[len(os.path.commonprefix([asked, told])):]
+    if prompt and after_user.endswith(prompt) and generation_tail == after_user[: -len(prompt)] + prompt:
+        user_suffix = after_user[: -len(prompt)]
+    else:
+        user_suffix = os.path.commonprefix([after_user, generation_tail])
+    pieces = dict(user_prefix=user_prefix, user_suffix=user_suffix, assistant_prefix=after_user[len(user_suffix):],
+                  assistant_suffix=after_reply[: len(after_reply) - len(user_prefix)],
+                  generation=generation_tail[len(user_suffix):], no_system=head[: len(head) - len(user_prefix)])
     with_system = _strip_bos(_render(render, [{"role": "system", "content": S}, {"role": "user", "content": U1},
                                               {"role": "assistant", "content": A1},
                                               {"role": "user", "content": U2}]), bos)
     at, first, second = with_system.index(S), with_system.index(U1), with_system.index(U2)
-    if at < first and with_system[at + len(S):first].endswith(head):
+    if at < first and with_system[at + len(S):first].endswith(user_prefix):
         between = with_system[at + len(S):first]
         return Pieces(**pieces, system="block", system_prefix=with_system[:at],
-                      system_suffix=between[: len(between) - len(head)])
+                      system_suffix=between[: len(between) - len(user_prefix)])
     placement = "first_user" if at < first else "last_user" if at < second else ""
-    anchor = U1 if placement == "first_user" else U2
-    separator = _between(with_system, S, anchor) if placement else ""
     if not placement:
         raise ValueError("system message not found before a user message")
-    return Pieces(**pieces, system=placement, fold_separator=separator)
+    return Pieces(**pieces, system=placement, fold_separator=_between(with_system, S, U1 if at < first else U2))
 
 
 def simulate(p: Pieces, messages: list[dict]) -> str:
@@ -100,7 +119,7 @@ def simulate(p: Pieces, messages: list[dict]) -> str:
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     chat = [m for m in messages if m["role"] != "system"]
     users = [i for i, m in enumerate(chat) if m["role"] == "user"]
-    out = p.system_prefix + system + p.system_suffix if system and p.system == "block" else ""
+    out = p.system_prefix + system + p.system_suffix if system and p.system == "block" else p.no_system
     for i, m in enumerate(chat):
         if m["role"] == "user":
             folded = system and ((p.system == "first_user" and i == users[0]) or
@@ -117,8 +136,8 @@ def go_template(p: Pieces) -> str:
     def lit(text: str) -> str:
         return text.replace("{{", '{{ "{{" }}')
 
-    system_block = (f"{{{{ if .System }}}}{lit(p.system_prefix)}{{{{ .System }}}}{lit(p.system_suffix)}{{{{ end }}}}"
-                    if p.system == "block" else "")
+    system_block = (f"{{{{ if .System }}}}{lit(p.system_prefix)}{{{{ .System }}}}{lit(p.system_suffix)}"
+                    f"{{{{ else }}}}{lit(p.no_system)}{{{{ end }}}}" if p.system == "block" else lit(p.no_system))
     if p.system == "first_user":
         fold = f"{{{{ if and $.System (eq $i $first) }}}}{{{{ $.System }}}}{lit(p.fold_separator)}{{{{ end }}}}"
     elif p.system == "last_user":

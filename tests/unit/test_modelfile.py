@@ -33,15 +33,17 @@ def test_modelfile_chatml(tiny_model_dir, tmp_path):
     mf = _modelfile(path)
     assert mf["FROM"] == ["./tiny.Q8_0.gguf"]
     (template,) = mf["TEMPLATE"]
-    assert "<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>" in template
+    assert "derived from the model's chat template" in path.read_text(encoding="utf-8")
+    assert '{{ if eq $m.Role "user" }}<|im_start|>user\n{{ $m.Content }}<|im_end|>\n' in template
     assert template.endswith("<|im_start|>assistant\n") and "{{ .System }}" in template
     assert template.count("{{") == template.count("}}")
     assert template.count("{{ if") + template.count("{{- if") + template.count("{{- range") == \
         template.count("end }}")
     stops = [s.split(" ", 1)[1].strip('"') for s in mf["PARAMETER"]]
     assert {"<|im_end|>", "<|endoftext|>"} <= set(stops) and stops[0] == "<|im_end|>"
-    # the template's default system message is kept, as the HF template inserts it
-    assert mf["SYSTEM"] == ["You are a helpful AI assistant named SmolLM, trained by Hugging Face"]
+    # the template's default system message, written when a chat has none, as the HF template does
+    assert "{{ else }}<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face" \
+        in template and "SYSTEM" not in mf
 
 
 def test_modelfile_own_system_and_llama3_and_fallback(tiny_model_dir, tmp_path):
