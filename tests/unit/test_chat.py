@@ -64,4 +64,6 @@ def test_hf_run_dir_with_adapter(tiny_model_dir, chat_jsonl, tmp_path):
     session = open_chat(str(run), max_tokens=4)
     assert "adapter" in session.label
     reply = session.ask("hello", keep_history=False)
-    assert reply.finish_reason in ("stop", "length")
+    # two steps on random weights do not teach it to stop: it runs to the limit, and says so (a forced stop is
+    # tested per family in test_family_stops.py)
+    assert reply.finish_reason == "length" and reply.text

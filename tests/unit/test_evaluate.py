@@ -208,7 +208,8 @@ def test_evaluate_targets_rows_and_events(tiny_hf, tiny_gguf, tiny_model_dir):
     assert [r["label"] for r in results] == ["hf", "f32"]
     assert [r["backend"] for r in results] == ["hf", "llamacpp"]
     for r in results:
-        assert r["n"] == 2 and 0 <= r["task_score"] <= 1 and r["seconds"] >= 0
+        # random weights: four tokens of noise contain neither reference answer
+        assert r["n"] == 2 and r["task_score"] == 0.0 and r["seconds"] >= 0
         assert len(r["examples"]) == 1 and isinstance(r["examples"][0]["reply"], str)
     assert abs(results[0]["heldout_loss"] - results[1]["heldout_loss"]) < 1e-3
     progress = events.of(Progress)

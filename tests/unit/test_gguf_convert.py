@@ -154,7 +154,15 @@ def test_imatrix_computed_and_applied(llama_dir, llama_f16, tmp_path):
     entries = read_imatrix(imatrix)
     assert entries["blk.0.attn_q.weight"].shape == (64,) and entries["blk.1.ffn_down.weight"].shape == (128,)
     out = quantize(llama_f16, tmp_path / "tiny.q4_k_m.gguf", "q4_k_m", imatrix=imatrix)
+    plain = quantize(llama_f16, tmp_path / "plain.q4_k_m.gguf", "q4_k_m")
     assert np.isfinite(_llama_cpp_logits(out, _ids(llama_dir))).all()
+    # llama.cpp used it: the importance-weighted quantization picked other values for the weighted tensors
+    import gguf
+
+    weighted = {t.name: bytes(t.data) for t in gguf.GGUFReader(out).tensors}
+    unweighted = {t.name: bytes(t.data) for t in gguf.GGUFReader(plain).tensors}
+    changed = [n for n in weighted if weighted[n] != unweighted[n]]
+    assert {"blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "blk.1.attn_q.weight"} <= set(changed), changed
 
 
 def test_quantize_rejects_unknown_type(llama_f16, tmp_path):
