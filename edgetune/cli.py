@@ -86,6 +86,9 @@ def train(
     reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
     beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
+    chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
+    gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
+                                   "to train a model edgetune cannot export to GGUF. Repeatable."),
 ):
     """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
     from edgetune import config as C
@@ -106,7 +109,8 @@ def train(
                        run_dir=str(run_dir) if run_dir else None,
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
                        data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
-                       method__num_generations=num_generations)
+                       method__num_generations=num_generations, model__chat_template=chat_template,
+                       export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:
         cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")

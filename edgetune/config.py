@@ -41,7 +41,7 @@ class ModelConfig:
     revision: str = opt("", "Hub revision (branch, tag or commit) when `ref` is a hub id; empty = main.")
     trust_remote_code: bool = opt(False, "Run model code from the hub repo. Off unless you trust the repo.")
     load_in_4bit: bool = opt(True, "Load the base in 4-bit NF4 (QLoRA). Off = 16/32-bit LoRA.")
-    chat_template: str = opt("", "Path to a Jinja chat template overriding the tokenizer's (for base models without one).")
+    chat_template: str = opt("", "Chat template overriding the tokenizer's (for base models without one): a Jinja file, a tokenizer_config.json, or trl:NAME for a template TRL ships (e.g. trl:gemma3, trl:llama3_2).")
 
 
 @dataclass
