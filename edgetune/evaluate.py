@@ -274,7 +274,9 @@ def gguf_tokenizer(path: Path):
 
     from edgetune.models import fix_special_tokens
 
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    from edgetune.gguf_tokenizer import sentencepiece_tokenizer
+
+    tok = sentencepiece_tokenizer(path) or AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     fix_special_tokens(tok, path)
     return tok
 

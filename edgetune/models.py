@@ -136,7 +136,8 @@ def fix_special_tokens(tok, gguf: Path) -> None:
 def gguf_to_hf(gguf: Path, sink=null_sink) -> Path:
     """Dequantize a GGUF into an fp32 HF checkpoint once (~40 s for 135M); later runs reuse the cache (0.1 s)."""
     st = gguf.stat()
-    key = hashlib.sha256(f"v2|{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    # v3: SentencePiece vocabularies rebuilt with their merges and control tokens (edgetune.gguf_tokenizer)
+    key = hashlib.sha256(f"v3|{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     out = cache_root() / "gguf" / f"{gguf.stem}-{key}"
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
@@ -157,6 +158,9 @@ def gguf_to_hf(gguf: Path, sink=null_sink) -> Path:
                          hint="pass the original Hugging Face model (hub id or directory) instead") from None
     if getattr(model, "hf_quantizer", None) is not None:  # else save_pretrained refuses a "gguf-quantized" model
         model.hf_quantizer.remove_quantization_config(model)
+    from edgetune.gguf_tokenizer import sentencepiece_tokenizer
+
+    tok = sentencepiece_tokenizer(gguf) or tok  # transformers drops a SentencePiece vocabulary's merges
     fix_special_tokens(tok, gguf)
     tmp = temp_dir_beside(out)
     model.save_pretrained(tmp, safe_serialization=True)

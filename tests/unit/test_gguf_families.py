@@ -116,3 +116,23 @@ def test_a_layout_llama_cpp_cannot_run_is_refused_up_front(tmp_path, change, rea
     model_dir = build_family(name, tmp_path / name)
     config = {**json.loads((model_dir / "config.json").read_text()), **change}
     assert reason in gguf_support(config)
+
+
+@pytest.mark.parametrize("name", ["gemma3", "mistral", "phi3_5"])
+def test_a_sentencepiece_gguf_reads_back_as_the_same_tokenizer(name, tmp_path):
+    """edgetune.gguf_tokenizer rebuilds the HF tokenizer of a SentencePiece GGUF (what `--model x.gguf` trains
+    with; transformers' own GGUF reader drops the merges): ids equal the original tokenizer's and llama.cpp's."""
+    from edgetune.gguf_tokenizer import sentencepiece_tokenizer
+
+    model_dir = build_family(name, tmp_path / name)
+    path = convert(model_dir, tmp_path / "m.F16.gguf", "f16")
+    original, rebuilt = load_tokenizer(model_dir), sentencepiece_tokenizer(path)
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        for text in [TEXT, *verify.FIXED_TOKENIZER_TEXTS]:
+            ids = original(text)["input_ids"]
+            assert rebuilt(text)["input_ids"] == ids, text
+            assert llm.tokenize(text.encode(), add_bos=True, special=True) == ids, text
+    finally:
+        llm.close()
+    assert rebuilt.eos_token == original.eos_token and rebuilt.chat_template == original.chat_template
