@@ -107,11 +107,12 @@ def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):
 
 def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     """Tokenize and mask the dataset, write data_report.json, and split off an eval set if asked."""
-    from edgetune.data import build_dataset, ensure_chat_template
+    from edgetune.data import build_dataset, ensure_chat_template, install_chat_template
 
-    ensure_chat_template(tokenizer, cfg.model.chat_template)
-    if cfg.method.name != "sft":
+    if cfg.method.name != "sft":  # TRL renders these rows itself: no loss mask of ours to check
+        install_chat_template(tokenizer, cfg.model.chat_template)
         return prepare_method_rows(cfg, run_dir, sink)
+    ensure_chat_template(tokenizer, cfg.model.chat_template)
     ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
     runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
     sink(Note(f"data: {report.n_valid} examples ({report.format}), {report.n_rejected} rejected, "

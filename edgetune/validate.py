@@ -39,7 +39,9 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
     console.print(f"  rows            {report.n_rows}")
     console.print(f"  valid examples  {report.n_valid}"
                   + (f" ({report.n_sequences} training sequences)" if report.n_sequences > report.n_valid else ""))
-    console.print(f"  loss mask       {report.mask_method}: each reply and its end-of-turn token")
+    how = {"turns": "found by rendering the conversation turn by turn",
+           "markers": "found by the template's {% generation %} markers"}.get(report.mask_method, report.mask_method)
+    console.print(f"  loss mask       each reply and its end-of-turn token, {escape(how)}", soft_wrap=True)
     for note in report.mask_notes:
         console.print(f"  [yellow]chat template[/]   {escape(note)}", soft_wrap=True)
     console.print(f"  rejected        {report.n_rejected}")

@@ -91,20 +91,16 @@ def prepare(tokenizer, cfg: DataConfig, max_length: int) -> tuple[DataReport, li
         except DataError as e:  # a row the template refuses (roles out of order, ...): reported, skipped
             loaded.problems.append(loaded.problem(pos, e.message, e.hint))
             continue
-        kept = []
-        for ids, mask in encoded:
-            if len(ids) > max_length:
-                if not any(mask[:max_length]):
-                    continue
-                n_truncated += 1
-                ids, mask = ids[:max_length], mask[:max_length]
-            kept.append({"input_ids": ids, "mask": mask})
+        # Cut to max_length; a sequence left with no reply token is left out (the row is rejected if all are).
+        kept = [{"input_ids": ids[:max_length], "mask": mask[:max_length]} for ids, mask in encoded
+                if any(mask[:max_length])]
         if not kept:
             loaded.problems.append(loaded.problem(
                 pos, f"no assistant token within the first {max_length} tokens (the example has "
                      f"{max(len(ids) for ids, _ in encoded)})", "raise train.max_length or shorten the prompt"))
             continue
         n_valid += 1
+        n_truncated += sum(len(ids) > max_length for ids, _ in encoded)
         examples += kept
         lengths += [len(e["input_ids"]) for e in kept]
         in_loss += sum(sum(e["mask"]) for e in kept)

@@ -4,21 +4,25 @@ The trained tokens are exactly each assistant reply plus its end-of-turn token, 
 inference; system and user tokens never are. Two ways to find them, chosen once per template on a probe conversation
 (`ensure_chat_template`):
 - "turns" (edgetune.data.turns): render what the model sees before each reply and what it then writes; templates that
-  rewrite earlier turns (Qwen3, gpt-oss) give one training sequence per rewritten turn;
-- "markers": the template's own {% generation %} markers (the tokenizer's return_assistant_tokens_mask), or TRL's
-  training variant of a template the first way cannot place (e.g. DeepSeek-R1-distill's pre-filled <think>).
-A template that rejects system messages (Gemma 2) gets the system prompt folded into the first user turn.
-Each example carries `labels` (-100 outside the trained tokens), so masking does not depend on how a trainer treats
-mask columns (Unsloth replaces SFTTrainer's dataset preparation).
+  rewrite earlier turns (Qwen3, gpt-oss, Mistral v0.3) give one training sequence per rewritten turn;
+- "markers" (edgetune.data.markers): the template's own {% generation %} markers, or TRL's training variant of a
+  template the first way cannot place (edgetune.data.trl_templates; e.g. DeepSeek-R1-distill's pre-filled <think>).
+Anything else is refused here, before training, with what to set. A template that rejects system messages (Gemma 2)
+gets the system prompt folded into the first user turn. The probe also checks that each trained reply ends on a
+special token (the end-of-turn token runtimes stop at), as TRL's is_chat_template_stop_token_trained does.
 """
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetune.data.turns import TemplateShapeError, end_marker_after, sequences
+from edgetune.data.markers import marked_sequence
+from edgetune.data.trl_templates import (exact_training_variant, nearest_training_variant, renders_alike,
+                                         trl_template)
+from edgetune.data.turns import TemplateShapeError, sequences
 from edgetune.errors import DataError
 
 _PROBE = [{"role": "system", "content": "Be brief."},
@@ -28,6 +32,8 @@ _TEMPLATE_HINT = ("set model.chat_template to a Jinja file (or trl:NAME for a te
                   "or use an instruct model whose tokenizer has one")
 _MARKERS_HINT = ("set model.chat_template to a template whose assistant replies are wrapped in {% generation %} ... "
                  "{% endgeneration %} (TRL ships such *_training.jinja variants: trl:NAME_training)")
+_END_HINT = ("set model.chat_template to a template that closes every assistant turn, the last one included, with the "
+             "token generation stops at")
 _FORMATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -41,15 +47,9 @@ class ChatFormat:
 
 
 def ensure_chat_template(tokenizer, template_path: str = "") -> ChatFormat:
-    """Install the override template (a Jinja file, a tokenizer_config.json holding one, or trl:NAME), then decide how
-    replies are located and check it on a probe conversation: a DataError now, not mid-dataset or mid-training."""
-    if template_path:
-        tokenizer.chat_template = read_template(template_path)
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):  # named variants: the default one
-        template = tokenizer.chat_template = template.get("default") or next(iter(template.values()))
-    if not template:
-        raise DataError("the tokenizer has no chat template, so conversations cannot be rendered", hint=_TEMPLATE_HINT)
+    """Install the chat template (see install_chat_template), then decide how replies are located and check it on a
+    probe conversation: a DataError now, not mid-dataset or mid-training."""
+    template = install_chat_template(tokenizer, template_path)
     if not getattr(tokenizer, "is_fast", True):
         raise DataError("the tokenizer is a slow (Python) tokenizer; the assistant-only loss mask needs character offsets",
                         hint="load the tokenizer with use_fast=True (a tokenizer.json must exist)")
@@ -57,6 +57,19 @@ def ensure_chat_template(tokenizer, template_path: str = "") -> ChatFormat:
     fmt = _choose_format(tokenizer, template, source)
     _FORMATS[tokenizer] = (template, fmt)
     return fmt
+
+
+def install_chat_template(tokenizer, template_path: str = "") -> str:
+    """Put the override template (a Jinja file, a tokenizer_config.json holding one, or trl:NAME) on the tokenizer and
+    return the template in use; no loss-mask checks (methods that render prompts only, such as DPO, need none)."""
+    if template_path:
+        tokenizer.chat_template = read_template(template_path)
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named variants: the default one
+        template = tokenizer.chat_template = template.get("default") or next(iter(template.values()))
+    if not template:
+        raise DataError("the tokenizer has no chat template, so conversations cannot be rendered", hint=_TEMPLATE_HINT)
+    return template
 
 
 def chat_format(tokenizer) -> ChatFormat:
@@ -69,15 +82,7 @@ def chat_format(tokenizer) -> ChatFormat:
 
 def read_template(ref: str) -> str:
     if ref.startswith("trl:"):
-        import trl
-
-        folder = Path(trl.__file__).parent / "chat_templates"
-        path = folder / f"{ref[4:]}.jinja"
-        if not path.is_file():
-            names = sorted(p.stem for p in folder.glob("*.jinja"))
-            raise DataError(f"{ref}: TRL ships no template of that name",
-                            hint=f"use one of: {', '.join('trl:' + n for n in names)}")
-        return path.read_text(encoding="utf-8")
+        return trl_template(ref[4:])
     p = Path(ref)
     if not p.is_file():
         raise DataError(f"{p}: no such chat template file",
@@ -100,28 +105,50 @@ def _choose_format(tokenizer, template: str, source: str) -> ChatFormat:
     if fold:
         fmt.notes.append("the chat template rejects system messages: the system prompt is folded into the first "
                          "user turn (system + blank line + user), as Gemma 3's template does itself")
-    if "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}"):
+    if re.search(r"\{%-?\s*generation\s*-?%\}", template):
         fmt.method, fmt.training_template = "markers", template
         fmt.notes.append("replies located by the template's own {% generation %} markers")
-        _check_probe(tokenizer, fmt)
+        _check_marked_probe(tokenizer, fmt)
         return fmt
     try:
         _check_probe(tokenizer, fmt)
-    except TemplateShapeError as shape:
-        trained = _trl_training_template(tokenizer)
+    except (TemplateShapeError, DataError) as failed:
+        trained, why = _trl_training_variant(tokenizer, template, fmt)
+        if trained is None and isinstance(failed, DataError):
+            raise
         if trained is None:
-            raise DataError(f"{source} cannot be used for the assistant-only loss: {shape}",
-                            hint=_MARKERS_HINT) from None
+            raise DataError(f"{source} cannot be used for the assistant-only loss: {failed}",
+                            hint=_markers_hint(template)) from None
         fmt.method, fmt.training_template = "markers", trained
-        fmt.notes.append(f"{shape}; training renders with TRL's training variant of this template "
-                         "({% generation %} markers), which keeps every turn as it is generated")
-        _check_probe(tokenizer, fmt)
+        own = failed.message if isinstance(failed, DataError) else str(failed)
+        fmt.notes.append(f"{why} (with the template itself: {own})")
+        _check_marked_probe(tokenizer, fmt)
         return fmt
     texts = sequences(lambda m, g: render(tokenizer, m, g, fmt), _PROBE, tokenizer.eos_token)
     if len(texts) > 1:
-        fmt.notes.append("the template rewrites earlier turns once a later one exists (e.g. drops reasoning), so a "
-                         "conversation trains as one sequence per such turn, each in the context it is generated in")
+        fmt.notes.append("the template renders earlier turns differently once a later one exists (Qwen3 drops think "
+                         "blocks, gpt-oss ends them with <|end|>, Mistral moves the system prompt to the last user "
+                         "turn), so such a turn trains as its own sequence, in exactly the context it is generated in")
     return fmt
+
+
+def _check_marked_probe(tokenizer, fmt: ChatFormat) -> None:
+    """The probe check for {% generation %} markers: a template whose marks do not pair up with the replies (or
+    that renders no text for plain string contents, like the multimodal SmolVLM / Idefics3 templates) is refused."""
+    try:
+        _check_probe(tokenizer, fmt)
+    except TemplateShapeError as e:
+        raise DataError(f"{fmt.source}: its {{% generation %}} markers do not mark each assistant reply once ({e})",
+                        hint=_TEMPLATE_HINT) from None
+
+
+def _markers_hint(template: str, hint: str = _MARKERS_HINT) -> str:
+    near = nearest_training_variant(template)
+    if near is None:
+        return hint
+    name, alike = near
+    return (f"{hint}; the nearest is trl:{name}_training ({alike:.0%} alike): if it renders your model's turns the "
+            f"same way, set model.chat_template: trl:{name}_training")
 
 
 def _rejects_system(tokenizer, source: str) -> bool:
@@ -140,13 +167,20 @@ def _rejects_system(tokenizer, source: str) -> bool:
         return True
 
 
-def _trl_training_template(tokenizer) -> str | None:
-    try:
-        from trl import get_training_chat_template
-
-        return get_training_chat_template(tokenizer)
-    except Exception:  # noqa: BLE001 - an unknown template: TRL has no variant for it
-        return None
+def _trl_training_variant(tokenizer, template: str, fmt: ChatFormat) -> tuple[str | None, str]:
+    """TRL's {% generation %}-marked variant of this template: for TRL's own template exactly, or for a model repo's
+    near-copy that renders every probe conversation exactly as TRL's does (DeepSeek-R1-distill, GLM-4.6)."""
+    exact = exact_training_variant(tokenizer)
+    if exact is not None:
+        return exact, ("training renders with TRL's training variant of this template ({% generation %} markers), "
+                       "which keeps every turn as it is generated")
+    near = nearest_training_variant(template)
+    probes = [fold_system(c) if fmt.fold_system else c for c in (_PROBE, _PROBE[1:])]
+    if near is None or not renders_alike(tokenizer, template, trl_template(near[0]), probes):
+        return None, ""
+    return trl_template(f"{near[0]}_training"), (
+        f"the template renders conversations exactly as TRL's {near[0]} template does, so training renders with "
+        f"trl:{near[0]}_training ({{% generation %}} markers)")
 
 
 def fold_system(messages: list[dict]) -> list[dict]:
@@ -163,14 +197,24 @@ def fold_system(messages: list[dict]) -> list[dict]:
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, fmt: ChatFormat | None = None) -> str:
     """The conversation as the model sees it (system folded where the template needs it)."""
-    fmt = fmt or chat_format(tokenizer)
-    if fmt.fold_system:
+    if fmt.fold_system if fmt else _folds_system(tokenizer):
         messages = fold_system(messages)
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except Exception as e:  # noqa: BLE001 - a row the template refuses (e.g. roles out of order)
         raise DataError(f"the chat template refuses this conversation ({type(e).__name__}: {e})",
                         hint="check the row's roles: user and assistant turns usually have to alternate") from None
+
+
+def _folds_system(tokenizer) -> bool:
+    """Whether render() folds the system prompt, without the loss-mask checks (exports render too)."""
+    cached = _FORMATS.get(tokenizer)
+    if cached is not None and cached[0] == tokenizer.chat_template:
+        return cached[1].fold_system
+    try:
+        return _rejects_system(tokenizer, "the tokenizer's chat template")
+    except DataError:  # it renders nothing at all: apply_chat_template will say so
+        return False
 
 
 def _check_probe(tokenizer, fmt: ChatFormat) -> None:
@@ -183,65 +227,74 @@ def _check_probe(tokenizer, fmt: ChatFormat) -> None:
                             hint=_TEMPLATE_HINT) from None
 
     if fmt.method == "turns":
-        parts = [text[s:e] for text, spans in sequences(render_probe, _PROBE, tokenizer.eos_token) for s, e in spans]
+        texts = sequences(render_probe, _PROBE, tokenizer.eos_token)
     else:
-        parts = _marked_texts(tokenizer, fmt, _PROBE)
+        try:
+            texts = [_marked(tokenizer, fmt, _PROBE)]
+        except DataError as e:
+            raise DataError(f"{fmt.source} cannot render a simple user/assistant conversation ({e.message})",
+                            hint=_TEMPLATE_HINT) from None
+    parts = [(text, span) for text, spans in texts for span in spans]
     replies = [m["content"] for m in _PROBE if m["role"] == "assistant"]
-    if len(parts) != len(replies) or any(r not in p for p, r in zip(parts, replies)):
+    if len(parts) != len(replies) or any(r not in text[s:e] for (text, (s, e)), r in zip(parts, replies)):
         raise TemplateShapeError("the trained text does not hold each reply once")
-    for part, reply in zip(parts, replies):
-        if any(m["content"] in part for m in _PROBE if m["role"] != "assistant"):
-            raise DataError(f"{fmt.source}: the located reply also covers system or user text", hint=_MARKERS_HINT)
-        if not part.rstrip().endswith(reply) and end_marker_after(part, reply):
+    for (text, (start, end)), reply in zip(parts, replies):
+        if any(m["content"] in text[start:end] for m in _PROBE if m["role"] != "assistant"):
+            raise DataError(f"{fmt.source}: the located reply also covers system or user text",
+                            hint=_markers_hint(tokenizer.chat_template))
+        if _ends_on_special_token(tokenizer, text, (start, end)):
             continue
-        raise DataError(f"{fmt.source} adds no end-of-turn marker after an assistant reply, so a fine-tuned model "
-                        "would not learn to stop", hint=_TEMPLATE_HINT)
+        marker = text[start:end].rsplit(reply, 1)[-1].strip()
+        if marker:  # e.g. Gemma's template on a tokenizer without <end_of_turn>: runtimes stop at a token, not text
+            raise DataError(f"{fmt.source} ends assistant replies with {marker[:40]!r}, which is not a special token "
+                            "of this tokenizer, so a fine-tuned model would not learn to stop",
+                            hint="use the chat template made for this model (its end-of-turn marker must be one of "
+                                 "the tokenizer's special tokens), or set model.chat_template to one")
+        raise DataError(f"{fmt.source} puts no end-of-turn token after an assistant reply, so a fine-tuned model "
+                        "would not learn to stop", hint=_markers_hint(tokenizer.chat_template, _END_HINT))
 
 
-def _marked_texts(tokenizer, fmt: ChatFormat, messages: list[dict]) -> list[str]:
-    """Each run of trained tokens under {% generation %} markers, decoded."""
-    ids, mask = _encode_marked(tokenizer, fmt, messages)
-    runs, current = [], []
-    for token, bit in zip(ids, mask):
-        if bit:
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return [tokenizer.decode(r) for r in runs]
+def _ends_on_special_token(tokenizer, text: str, span: tuple[int, int]) -> bool:
+    """The last trained token that is not whitespace is a special token (as TRL's is_chat_template_stop_token_trained
+    judges): the end-of-turn token the model must learn to emit."""
+    ids, mask = _tokenize(tokenizer, text, [span])
+    special = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    last = next((t for t, m in zip(reversed(ids), reversed(mask)) if m and tokenizer.decode([t]).strip()), None)
+    return last in special
 
 
-def _encode_marked(tokenizer, fmt: ChatFormat, messages: list[dict]) -> tuple[list[int], list[int]]:
+def _marked(tokenizer, fmt: ChatFormat, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     if fmt.fold_system:
         messages = fold_system(messages)
     try:
-        enc = tokenizer.apply_chat_template(messages, chat_template=fmt.training_template, tokenize=True,
-                                            return_dict=True, return_assistant_tokens_mask=True)
-    except Exception as e:  # noqa: BLE001
+        return marked_sequence(tokenizer, fmt.training_template, messages)
+    except Exception as e:  # noqa: BLE001 - jinja raises TemplateError, TypeError, UndefinedError, ...
         raise DataError(f"the chat template refuses this conversation ({type(e).__name__}: {e})",
                         hint="check the row's roles: user and assistant turns usually have to alternate") from None
-    return list(enc["input_ids"]), list(enc["assistant_masks"])
+
+
+def training_texts(tokenizer, messages: list[dict]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """[(text, [(start, end) of each trained reply])]: the training sequences of a conversation, as text."""
+    fmt = chat_format(tokenizer)
+    if fmt.method == "markers":
+        return [_marked(tokenizer, fmt, messages)]
+    try:
+        return sequences(lambda m, g: render(tokenizer, m, g, fmt), messages, tokenizer.eos_token)
+    except TemplateShapeError as e:
+        raise DataError(f"the chat template cannot place this row's replies ({e})", hint=_MARKERS_HINT) from None
 
 
 def encode_all(tokenizer, messages: list[dict]) -> list[tuple[list[int], list[int]]]:
     """(token ids, loss mask) of every training sequence of a conversation, untruncated; mask 1 = trained token."""
-    fmt = chat_format(tokenizer)
-    if fmt.method == "markers":
-        return [_encode_marked(tokenizer, fmt, messages)]
-    try:
-        texts = sequences(lambda m, g: render(tokenizer, m, g, fmt), messages, tokenizer.eos_token)
-    except TemplateShapeError as e:
-        raise DataError(f"the chat template cannot place this row's replies ({e})", hint=_MARKERS_HINT) from None
-    out = []
-    for text, spans in texts:
-        # The template already holds any BOS it wants; add_special_tokens would add a second one.
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        # Overlap, not containment: with "Assistant: " headers BPE merges the space into the reply's first token.
-        mask = [1 if any(start < e and end > s for s, e in spans) else 0 for start, end in enc["offset_mapping"]]
-        out.append((list(enc["input_ids"]), mask))
-    return out
+    return [_tokenize(tokenizer, text, spans) for text, spans in training_texts(tokenizer, messages)]
+
+
+def _tokenize(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    # The template already holds any BOS it wants; add_special_tokens would add a second one.
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # Overlap, not containment: with "Assistant: " headers BPE merges the space into the reply's first token.
+    mask = [1 if any(start < e and end > s for s, e in spans) else 0 for start, end in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
 
 
 def encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -271,16 +324,3 @@ def tokenize_conversation(tokenizer, messages: list[dict], max_length: int) -> d
     """{"input_ids", "labels"} of the conversation's last sequence, truncated to `max_length`."""
     ids, mask = encode(tokenizer, messages)
     return {"input_ids": ids[:max_length], "labels": labels_for(ids, mask)[:max_length]}
-
-
-def build_dataset(tokenizer, cfg, max_length: int):
-    """A `datasets.Dataset` (columns input_ids, labels) and its DataReport; DataError when unusable."""
-    from datasets import Dataset
-
-    from edgetune.data.report import prepare  # report builds on this module
-
-    report, examples = prepare(tokenizer, cfg, max_length)
-    report.check()
-    columns = {"input_ids": [e["input_ids"] for e in examples],
-               "labels": [labels_for(e["input_ids"], e["mask"]) for e in examples]}
-    return Dataset.from_dict(columns), report

@@ -59,17 +59,17 @@ def place_reply(render, messages: list[dict], i: int, eos_token: str | None) -> 
     if eos_token and reply.endswith(eos_token) and end_marker_after(reply[: -len(eos_token)], messages[i]["content"]):
         reply = reply[: -len(eos_token)]  # the conversation-final eos after an end-of-turn marker (Phi)
     if not reply.strip():
-        raise TemplateShapeError(f"turn {i + 1} renders no reply text after the generation prompt")
+        raise TemplateShapeError(f"message {i + 1} (assistant) renders no reply text after the generation prompt")
     return context, reply
 
 
 def _reply_after_realigned_prompt(render, messages, i, context: str, whole: str) -> str:
     probe = render(messages[:i] + [{"role": "assistant", "content": SENTINEL}], False)
     if probe.count(SENTINEL) != 1:
-        raise TemplateShapeError(f"turn {i + 1}: the reply is not rendered exactly once")
+        raise TemplateShapeError(f"message {i + 1} (assistant): the reply is not rendered exactly once")
     before = probe[: probe.index(SENTINEL)]
     if not whole.startswith(before):
-        raise TemplateShapeError(f"turn {i + 1}: what precedes the reply depends on the reply's text")
+        raise TemplateShapeError(f"message {i + 1} (assistant): what precedes the reply depends on the reply's text")
     prompt = next((m["content"] for m in reversed(messages[:i]) if m["role"] != "assistant"), "")
     at = before.rfind(prompt) if prompt else -1
     # The generation prompt must end like the rendered text before the reply does, through the user's message; what
@@ -79,8 +79,8 @@ def _reply_after_realigned_prompt(render, messages, i, context: str, whole: str)
     if end < 0:
         where = context[-40:]
         raise TemplateShapeError(
-            f"turn {i + 1}: the generation prompt ({where!r}) is not how the template renders the text before a "
-            "reply (it pre-fills something, such as an opened reasoning block, that rendered replies do not carry)")
+            f"message {i + 1} (assistant): the generation prompt ({where!r}) is not how the template renders the text "
+            "before a reply (it pre-fills something, such as an opened reasoning block, that rendered replies do not carry)")
     return whole[end:]
 
 

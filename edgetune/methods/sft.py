@@ -50,7 +50,9 @@ def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_ev
     return SFTConfig(**common_args(cfg, output_dir, precision, has_eval), max_length=cfg.train.max_length,
                      packing=cfg.train.packing,
                      # the loss mask comes from our own template pass (edgetune.data.template) as a `labels` column
-                     # (-100 outside replies), which TRL and Unsloth's dataset preparation both keep as it is
+                     # (-100 outside replies). TRL keeps it as it is and pads it with -100; Unsloth's replacement
+                     # dataset preparation collates a `labels` column with DataCollatorForSeq2Seq (-100 padding too)
+                     # but would train every token of a dataset with mask columns only
                      assistant_only_loss=False, dataset_num_proc=None)
 
 

@@ -119,6 +119,14 @@ def test_template_override_from_jinja_or_tokenizer_config(tokenizer, tmp_path):
         ensure_chat_template(tokenizer, str(tmp_path / "nope.jinja"))
 
 
+def test_trl_template_override_by_name(tokenizer):
+    fmt = ensure_chat_template(tokenizer, "trl:qwen2_5")
+    assert fmt.method == "turns" and "You are Qwen, created by Alibaba Cloud" in tokenizer.chat_template
+    with pytest.raises(DataError, match="trl:nope: TRL ships no template of that name") as e:
+        ensure_chat_template(tokenizer, "trl:nope")
+    assert "trl:qwen3" in e.value.hint
+
+
 def test_template_that_rewrites_earlier_turns_trains_each_turn_in_its_own_context(tokenizer, tmp_path):
     """Like Qwen3's template: the last assistant turn carries a think block that earlier turns lose. Each reply is
     trained exactly as generated (with its think block), after exactly the context it is generated in."""
@@ -129,7 +137,7 @@ def test_template_that_rewrites_earlier_turns_trains_each_turn_in_its_own_contex
                          "{% if m.role == 'assistant' and loop.last %}<think></think>{% endif %}{{ m.content }}"
                          "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     fmt = ensure_chat_template(tokenizer, str(rewriting))
-    assert fmt.method == "turns" and any("rewrites earlier turns" in n for n in fmt.notes)
+    assert fmt.method == "turns" and any("its own sequence" in n for n in fmt.notes)
     sequences = encode_all(tokenizer, CHAT)
     assert len(sequences) == 2  # one per turn: the second context shows the first reply without its think block
     for (ids, mask), turn in zip(sequences, (1, 3)):
@@ -150,11 +158,89 @@ def test_template_whose_prompt_changes_once_answered_is_refused_clearly(tokenize
     assert "{% generation %}" in e.value.hint
 
 
+def write_template(tmp_path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return str(path)
+
+
+TURN = "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+PROMPT = "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+
+
+def test_own_generation_markers_train_the_reply_not_the_header(tokenizer, tmp_path):
+    """A template whose {% generation %} block also wraps the assistant header: the header is what the model is given
+    (the generation prompt), so only the reply and its end-of-turn token are trained."""
+    marked = write_template(tmp_path, "marked.jinja", "{% for m in messages %}{% if m.role == 'assistant' %}"
+                            "{% generation %}<|im_start|>assistant\n{{ m.content }}<|im_end|>\n{% endgeneration %}"
+                            "{% else %}" + TURN + "{% endif %}{% endfor %}" + PROMPT)
+    fmt = ensure_chat_template(tokenizer, marked)
+    assert fmt.method == "markers" and any("{% generation %}" in n for n in fmt.notes)
+    assert in_loss(tokenizer, tokenize_conversation(tokenizer, CHAT, 512)) == \
+        "Arr! Ahoy.<|im_end|>\nArr! That be 4.<|im_end|>\n"
+
+
+def test_generation_markers_that_leave_the_end_token_out_are_refused(tokenizer, tmp_path):
+    # Like templates that attribute the end-of-turn token to the next message: the model would never learn to stop.
+    marked = write_template(tmp_path, "open_end.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+                            "{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}"
+                            "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}" + PROMPT)
+    with pytest.raises(DataError, match="open_end.jinja puts no end-of-turn token after an assistant reply") as e:
+        ensure_chat_template(tokenizer, marked)
+    assert "model.chat_template" in e.value.hint
+
+
+def test_eos_appended_after_the_last_turn_is_not_trained(tokenizer, tmp_path):
+    """Phi's templates end the conversation with eos_token after the last turn's end marker; the model stops at the
+    marker, so the eos is not part of what it generates. (Llama 3's eos IS its end marker: kept, see the families.)"""
+    phi = write_template(tmp_path, "phi.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                         "<|endoftext|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                         "{% else %}{{ eos_token }}{% endif %}")
+    ensure_chat_template(tokenizer, phi)
+    assert in_loss(tokenizer, tokenize_conversation(tokenizer, CHAT, 512)) == \
+        "Arr! Ahoy.<|endoftext|>\nArr! That be 4.<|endoftext|>\n"
+
+
+def test_generation_prompt_that_opens_a_reasoning_block_is_refused_clearly(tokenizer, tmp_path):
+    # The model is given "<think>\n" to continue, but rendered replies carry no reasoning block: no turn-exact place
+    # for the reply exists, and TRL has no training variant of this template.
+    thinking = write_template(tmp_path, "prefill.jinja", "{% for m in messages %}" + TURN + "{% endfor %}"
+                              "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    with pytest.raises(DataError, match="prefill.jinja cannot be used .* pre-fills something") as e:
+        ensure_chat_template(tokenizer, thinking)
+    assert "{% generation %}" in e.value.hint and "model.chat_template" in e.value.hint
+
+
+@pytest.mark.parametrize("body, match", [
+    ("{% if messages[0].role == 'system' %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}"
+     "{% for m in messages %}" + TURN + "{% endfor %}" + PROMPT, "fails on a conversation with a system message"),
+    ("{{ messages | length + 'x' }}", "cannot render a simple user/assistant conversation .TypeError"),
+    ("{{ tools[0].name }}{% for m in messages %}" + TURN + "{% endfor %}", "cannot render a simple user/assistant"),
+])
+def test_template_errors_become_data_errors_naming_the_template(tokenizer, tmp_path, body, match):
+    path = write_template(tmp_path, "custom.jinja", body)
+    with pytest.raises(DataError, match=f"custom.jinja {match}") as e:
+        ensure_chat_template(tokenizer, path)
+    assert "model.chat_template" in e.value.hint
+
+
+def test_template_that_rejects_the_system_role_gets_it_folded(tokenizer, tmp_path):
+    gemma2_like = write_template(tmp_path, "nosystem.jinja",
+                                 "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}"
+                                 "{% endif %}{% for m in messages %}" + TURN + "{% endfor %}" + PROMPT)
+    fmt = ensure_chat_template(tokenizer, gemma2_like)
+    assert fmt.fold_system and "folded into the first user turn" in fmt.notes[0]
+    ex = tokenize_conversation(tokenizer, [{"role": "system", "content": "Be a pirate."}, *CHAT], 512)
+    text = tokenizer.decode(ex["input_ids"])
+    assert text.startswith("<|im_start|>user\nBe a pirate.\n\nHi there<|im_end|>") and "system" not in text
+    assert in_loss(tokenizer, ex) == "Arr! Ahoy.<|im_end|>\nArr! That be 4.<|im_end|>\n"
+
+
 def test_template_without_end_of_turn_marker_is_rejected(tokenizer, tmp_path):
     bare = tmp_path / "bare.jinja"
     bare.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
                     "{% if add_generation_prompt %}assistant: {% endif %}")
-    with pytest.raises(DataError, match="no end-of-turn marker"):
+    with pytest.raises(DataError, match="no end-of-turn token"):
         ensure_chat_template(tokenizer, str(bare))
 
 
