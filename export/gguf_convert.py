@@ -89,7 +89,7 @@ def convert(model_dir: Path, out_path: Path, outtype: str = "f16", sink=null_sin
     estimate = plan.nbytes + (model_dir / "tokenizer.json").stat().st_size + (1 << 20)
     sink(Note(f"GGUF plan: {plan.model_type} -> arch {writer.arch}, {len(plan.tensors)} tensors, {outtype.upper()}, "
               f"~{estimate / 1e6:.0f} MB, tokenizer pre '{vocab.pre}' ({vocab.pre_source}), "
-              f"{vocab.n_tokens} tokens, {vocab.n_merges} merges -> {out_path}"))
+              f"{vocab.n_tokens} tokens{f', {vocab.n_merges} merges' if vocab.n_merges else ''} -> {out_path}"))
     for text in plan.notes + vocab.warnings:
         sink(Note(text, level="warning"))
     _check_disk(out_path.parent, estimate)

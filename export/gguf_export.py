@@ -73,7 +73,8 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     from .modelfile import write_modelfile
     from .quantize import compute_imatrix, quantize
     from .report_md import write_report_md
-    from .verify import DEFAULT_CHAT_PROMPTS, HFReference, check_gate, heldout_texts, verify_gguf
+    from .verify import (DEFAULT_CHAT_PROMPTS, MAX_MEAN_KLD, MAX_POSITION_KLD, HFReference, check_gate,
+                         heldout_texts, verify_gguf)
 
     t0 = time.time()
     run_dir = runs.require_run_dir(run_dir)
@@ -93,7 +94,8 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     name = runs.slug(cfg.name or run_dir.name)
     quants = [q for q in (AUTO_CANDIDATES if auto else wanted) if q not in ("f16", "bf16")]
     sink(StageStarted("export", f"{', '.join(wanted)} -> {out_dir}"))
-    sink(Note(f"plan: {merged.name}/ -> F16 GGUF (verified: mean KL divergence to the merged model <= 1e-4 required)"
+    sink(Note(f"plan: {merged.name}/ -> F16 GGUF (verified: KL divergence to the merged model <= "
+              f"{MAX_MEAN_KLD['f16']:.0e} mean and <= {MAX_POSITION_KLD['f16']:.0e} at any position required)"
               + (f" -> {', '.join(q.upper() for q in quants)}" if quants else "")
               + (f"; keep the smallest with mean KLD < {max_kld}" if auto else "")
               + ("; importance matrix from this run's data for <= 5-bit types" if use_imatrix and any(q in IMATRIX_TYPES for q in quants) else "")))

@@ -27,6 +27,7 @@ FAMILIES: dict[str, Family] = {
 NOT_YET = {
     "gemma3n": "Gemma 3n", "gemma3n_text": "Gemma 3n", "gemma4": "Gemma 4", "gemma4_text": "Gemma 4",
     "qwen3_5": "Qwen3.5", "qwen3_5_text": "Qwen3.5", "qwen3_next": "Qwen3-Next", "lfm2": "LFM2",
+    "qwen3_5_moe": "Qwen3.5", "qwen3_5_moe_text": "Qwen3.5", "lfm2_moe": "LFM2", "lfm2_vl": "LFM2",
     "granitemoehybrid": "Granite 4", "mistral3": "Ministral 3 / Mistral Small 3", "ministral3": "Ministral 3",
 }
 
@@ -34,8 +35,11 @@ SUPPORTED = "Llama 3.x, Mistral v0.x, Qwen2.5, Qwen3, Gemma 3, Phi-3.5 / Phi-4-m
 
 
 def text_config(cfg: dict) -> dict:
-    """The language model's settings: multimodal wrappers (gemma3, mistral3) nest them in text_config."""
-    return {**cfg, **cfg.get("text_config", {})} if cfg.get("text_config") else cfg
+    """The language model's settings as transformers reads them: multimodal wrappers (gemma3, mistral3) nest them in
+    text_config, and settings left out take the family's defaults."""
+    nested = cfg.get("text_config") or {}
+    family = FAMILIES.get(str(nested.get("model_type"))) or family_for(cfg)
+    return {**(family.config_defaults if family else {}), **cfg, **nested}
 
 
 def family_for(cfg: dict) -> Family | None:

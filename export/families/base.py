@@ -35,6 +35,9 @@ class Family:
     arch: gguf.MODEL_ARCH = gguf.MODEL_ARCH.LLAMA
     permute_qk = False  # llama.cpp's LLAMA-style archs rotate interleaved pairs; HF rotates halves
     rope_types = ("default", "linear", "yarn")  # rope scalings this family can write
+    # transformers' config defaults for settings a config.json may leave out (transformers 4.x saved only what
+    # differed from them, e.g. the text_config of Google's multimodal Gemma 3 checkpoints)
+    config_defaults: dict = {}
 
     def refuse(self, cfg: dict) -> str | None:
         """Why this checkpoint cannot be converted faithfully (None: it can)."""

@@ -27,6 +27,14 @@ def _layer_types(cfg: dict) -> list[str]:
 class Gemma3(Family):
     arch = gguf.MODEL_ARCH.GEMMA3
     rope_types = ("default", "linear")
+    # transformers' Gemma3TextConfig defaults (4.x spelling of the RoPE bases): gemma-3-4b-it and up list only
+    # hidden/intermediate sizes, layers, sliding_window and the linear rope_scaling in their text_config
+    config_defaults = {
+        "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "tie_word_embeddings": True,
+    }
 
     def refuse(self, cfg: dict) -> str | None:
         if cfg.get("attn_logit_softcapping"):

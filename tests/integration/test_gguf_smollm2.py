@@ -79,12 +79,14 @@ def test_token_ids_match_hf(smollm2_hf, llm):
         assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok(text)["input_ids"], text
 
 
-def test_next_token_top1_agrees_with_hf(smollm2_hf, llm):
+def test_next_token_distributions_agree_with_hf(smollm2_hf, llm):
+    """The export gate's measure (export/verify.py): KL(HF || GGUF) per position, mean and worst; strict top-1 can
+    flip on near-ties of the HF model without any conversion fault, so it is reported, not gated."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2_hf)
     model = AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
-    agree = []
+    agree, kld = [], []
     for text in HELD_OUT:
         ids = tok(text)["input_ids"]
         with torch.no_grad():
@@ -93,8 +95,12 @@ def test_next_token_top1_agrees_with_hf(smollm2_hf, llm):
         llm.eval(ids)
         ours = np.array(llm.scores[: len(ids)])
         agree.extend(hf.argmax(-1) == ours.argmax(-1))
+        p, q = (x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+                for x in (hf.astype(np.float64), ours.astype(np.float64)))
+        kld.extend((np.exp(p) * (p - q)).sum(-1))
     assert len(agree) > 100
-    assert np.mean(agree) >= 0.999, f"top-1 agreement {np.mean(agree):.4f} over {len(agree)} positions"
+    assert np.mean(kld) <= 1e-4 and np.max(kld) <= 1e-2, (np.mean(kld), np.max(kld), np.mean(agree))
+    assert np.mean(agree) >= 0.99, f"top-1 agreement {np.mean(agree):.4f} over {len(agree)} positions"
 
 
 def test_chat_completion_stops_at_eos(llm):

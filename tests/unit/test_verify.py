@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-
-from edgetune.errors import ExportError 
-from edgetune.events import Collect, Note 
-from edgetune.export import verify 
-from edgetune.export.gguf_convert import convert 
-from edgetune.export.quantize import quantize 
-from edgetune.export.report_md import write_report_md 
+from edgetune.errors import ExportError
+from edgetune.events import Collect, Note
+from edgetune.export import verify
+from edgetune.export.gguf_convert import convert
+from edgetune.export.quantize import quantize
+from edgetune.export.report_md import write_report_md
 
 CHAT = ["Hello!", "What is the capital of France?"]
 
