@@ -136,8 +136,10 @@ def detect_pre(tokenizer, tok_json: dict) -> tuple[str, str]:
 
 
 def _pre_from_structure(tok_json: dict) -> str | None:
-    if _normalizers(tok_json.get("normalizer")):
-        return None  # a normalizer changes the text before splitting: no llama.cpp pre-type to match blindly
+    if any(n.get("type") != "NFC" for n in _normalizers(tok_json.get("normalizer"))):
+        # a normalizer changes the text before splitting: no llama.cpp pre-type to match blindly. NFC alone is the
+        # Qwen tokenizers' (transformers 5's Qwen2Tokenizer adds it on save); its one effect is a documented warning
+        return None
     steps = flatten(tok_json.get("pre_tokenizer"), "pretokenizers")
     kinds = [s.get("type") for s in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):

@@ -281,3 +281,20 @@ def test_gguf_support_is_light_to_import():
     code = "import edgetune.export.families, sys; print(' '.join(sys.modules))"
     mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "edgetune.export.families" in mods and "torch" not in mods and "transformers" not in mods
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_tokenizer_a_run_saves_still_exports(name, tmp_path):
+    """What training saves (the tokenizer loaded and saved again by transformers 5, which rebuilds some classes,
+    e.g. Qwen2Tokenizer adds an NFC normalizer) must convert as well as the original did."""
+    import shutil
+
+    model_dir = build_family(name, tmp_path / name)
+    saved = tmp_path / "saved"
+    shutil.copytree(model_dir, saved, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json",
+                                                                    "chat_template.jinja"))
+    load_tokenizer(model_dir).save_pretrained(saved)
+    ref = verify.HFReference(saved)
+    result = verify.verify_gguf(convert(saved, tmp_path / "m.F16.gguf", "f16"), ref,
+                                verify.heldout_texts(None, ref.tokenizer)[:3], [], "f16")
+    assert result["token_ids_identical"] and not result["fidelity_failures"], result["fidelity_failures"]
