@@ -79,14 +79,28 @@ class LlamaCppBackend:
 
     def stream(self, messages, max_tokens, temperature):
         self.finish_reason = "stop"
-        for chunk in self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                                     repeat_penalty=self.repeat_penalty, stream=True, seed=0):
+        chunks = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                                 repeat_penalty=self.repeat_penalty, stream=True, seed=0)
+        try:
+            first = next(chunks, None)
+        except ValueError as e:  # llama-cpp-python checks the prompt length only when generation starts
+            if "exceed context window" not in str(e):
+                raise
+            raise EdgetuneError(f"the conversation does not fit the model's context: {e}",
+                                hint="start a new conversation (/reset), or shorten the system prompt") from None
+        for chunk in _chain(first, chunks):
             choice = chunk["choices"][0]
             text = choice.get("delta", {}).get("content")
             if text:
                 yield text
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+
+
+def _chain(first, rest):
+    if first is not None:
+        yield first
+    yield from rest
 
 
 def trained_context(path: Path) -> int | None:

@@ -125,6 +125,16 @@ class HFReference:
             self._cache[text] = (ids, torch.log_softmax(logits, -1).numpy())
         return self._cache[text]
 
+    def chat_prompt_tokens(self, prompt: str) -> int:
+        """Tokens of `prompt` as a chat turn with the template's own additions (SmolLM3 writes a long default system
+        block), so the chat check's context fits it."""
+        try:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                      add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - no usable template: the plain prompt plus a margin
+            return len(self.ids(prompt)) + 128
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+
     def end_of_turn_id(self) -> int | None:
         """The token the chat template puts after an assistant reply (<|im_end|>, <|eot_id|>, <end_of_turn>, ...)."""
         token = end_of_turn_token(self.tokenizer)
@@ -145,7 +155,7 @@ def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompt
     sink(Note(f"verifying {gguf_path.name} ({qtype.upper()}): {len(FIXED_TOKENIZER_TEXTS)} tokenizer texts, "
               f"{len(texts)} comparison texts, {len(chat_prompts)} chat prompts"))
     longest = max((len(ref.ids(t)) for t in texts), default=0)
-    longest_chat = max((len(ref.ids(p)) + 128 + CHAT_MAX_TOKENS for p in chat_prompts), default=0)  # + template
+    longest_chat = max((ref.chat_prompt_tokens(p) + CHAT_MAX_TOKENS + 16 for p in chat_prompts), default=0)
     llm = _load(gguf_path, n_ctx=max(512, longest + 16, longest_chat))
     try:
         mismatches = _token_mismatches(llm, ref)

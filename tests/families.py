@@ -104,7 +104,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            special=("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"),
            plain_added=("<think>", "</think>"),
            eos="<|im_end|>", end_of_turn="<|im_end|>", generation_eos=("<|im_end|>",), pad="<|end_of_text|>",
+           # a 4k context, as its template's default system block alone takes ~700 tokens of this tiny tokenizer
            config=dict(num_hidden_layers=4, tie_word_embeddings=True, no_rope_layer_interval=4,
+                       max_position_embeddings=4096,
                        no_rope_layers=[1, 1, 1, 0],  # every 4th layer has no RoPE
                        rope_parameters={"rope_type": "default", "rope_theta": 2000000.0})),
     Family("qwen2", "qwen2", "bpe-qwen2", "trl:qwen2_5",

@@ -3,6 +3,8 @@ import io
 import subprocess
 import sys
 
+import pytest
+
 from edgetune.chat import ChatSession, chat_loop
 
 
@@ -67,3 +69,15 @@ def test_hf_run_dir_with_adapter(tiny_model_dir, chat_jsonl, tmp_path):
     # two steps on random weights do not teach it to stop: it runs to the limit, and says so (a forced stop is
     # tested per family in test_family_stops.py)
     assert reply.finish_reason == "length" and reply.text
+
+
+def test_a_conversation_longer_than_the_context_is_a_clear_error(tiny_model_dir, tmp_path):
+    from edgetune.errors import EdgetuneError
+    from edgetune.chat import open_chat
+    from edgetune.export.gguf_convert import convert
+
+    gguf = convert(tiny_model_dir, tmp_path / "tiny.F16.gguf", "f16")  # trained context: 512 tokens
+    session = open_chat(str(gguf), max_tokens=4)
+    with pytest.raises(EdgetuneError, match="does not fit the model's context") as err:
+        session.ask("hello " * 600)
+    assert "/reset" in err.value.hint
