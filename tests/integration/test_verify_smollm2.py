@@ -89,4 +89,6 @@ def test_reply_cut_by_max_tokens_is_not_a_stop(results, ref, texts, tmp_path_fac
 def test_modelfile_for_smollm2(smollm2_dir, tmp_path):
     text = write_modelfile(tmp_path, "smollm2.Q4_K_M.gguf", smollm2_dir).read_text(encoding="utf-8")
     assert 'PARAMETER stop "<|im_end|>"' in text and "FROM ./smollm2.Q4_K_M.gguf" in text
-    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
+    # the template's default system message is the TEMPLATE's else branch, used when a chat has none
+    assert "{{ else }}<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face" in text
+    assert 'TEMPLATE """' in text and "SYSTEM" not in text.split("PARAMETER")[-1]

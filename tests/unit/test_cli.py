@@ -143,10 +143,14 @@ def test_validate_says_up_front_when_the_model_cannot_be_exported(tmp_path, caps
     assert code == 0 and "usable" in text
 
 
-def test_validate_folds_the_system_prompt_for_a_template_that_rejects_it(tmp_path, capsys, tiny_model_dir):
-    """Gemma 2's template raises on a system message; validate says it folds it into the first user turn."""
+def test_validate_folds_the_system_prompt_for_a_template_that_rejects_it(tmp_path, capsys):
+    """Gemma 2's template raises on a system message; validate says it folds it into the first user turn.
+    The model is a tiny Gemma 3, whose tokenizer has <end_of_turn> as a special token, as Gemma 2's does."""
+    from families import build_family
     from fetched import require_asset
     from shared_data import write_rows
+
+    tiny_model_dir = build_family("gemma3", tmp_path / "gemma")
 
     template = require_asset("llama.cpp/templates/google-gemma-2-2b-it.jinja")
     data = write_rows(tmp_path / "chat.jsonl", [{"messages": [
