@@ -1,7 +1,9 @@
-"""The merge stage: dequantize the (4-bit) base to 16-bit, merge the LoRA adapter into it, save merged/.
+"""The merge stage: the adapter merged into the 16-bit base, streamed tensor by tensor, saved as merged/.
 
-Never merge into 4-bit weights: re-quantizing after the merge throws away part of what was trained. The report
-gives the largest logit difference between the saved merged model and base+adapter as trained.
+Never merge into 4-bit weights: re-quantizing after the merge throws away part of what was trained. For a QLoRA run
+the base is what training saw (each 4-bit weight NF4-rounded exactly as bitsandbytes held it), merged in fp32 and
+saved in 16-bit (edgetune/merge_stream.py): memory stays at a few tensors whatever the model size. The report gives
+the largest logit difference between the saved merged model and base + unmerged adapter, both run layer by layer.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ CHECK_PROMPTS = [
     "Write a Python function that reverses a string.",
     "Give me three tips for sleeping better.",
 ]
+CHECK_METHOD = ("saved merged model vs base as trained + unmerged adapter (LoRA path computed apart, as PEFT runs it), "
+                "fp32 forward read layer by layer from disk, over {n} chat prompts")
 
 
 @dataclass
@@ -28,6 +32,7 @@ class MergeResult:
     max_logit_diff: float
     mean_logit_diff: float
     seconds: float
+    check: str = ""
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -36,38 +41,43 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return cfg
 
 
-def merge_dtype(choice: str, base_config) -> str:
+def merge_dtype(choice: str, base_dir: Path) -> str:
     if choice != "auto":
         return choice
-    dtype = str(getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", "") or "")
-    return "bf16" if "bfloat16" in dtype else "fp16"
+    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    return "bf16" if "bfloat16" in str(config.get("dtype") or config.get("torch_dtype") or "") else "fp16"
 
 
-def check_inputs(tokenizer) -> list:
+def check_inputs(tokenizer):
+    """The check prompts as one right-padded batch: (input_ids, attention_mask, lengths)."""
     import torch
 
-    ids = []
-    for p in CHECK_PROMPTS:
-        msgs = [{"role": "user", "content": p}]
-        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)
-        ids.append(torch.tensor([enc["input_ids"]]))
-    return ids
+    rows = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=True)["input_ids"] for p in CHECK_PROMPTS]
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask, [len(r) for r in rows]
 
 
-def logits_for(model, inputs) -> list:
-    import torch
+def local_checkpoint(resolved) -> Path:
+    """The base's folder on disk: a local path as is; a hub id from the local hub cache training filled."""
+    if Path(resolved.path).is_dir():
+        return Path(resolved.path)
+    from huggingface_hub import snapshot_download
 
-    with torch.no_grad():
-        return [model(input_ids=x.to(model.device)).logits.float().cpu() for x in inputs]
+    return Path(snapshot_download(resolved.path, revision=resolved.revision,
+                                  allow_patterns=["*.json", "*.safetensors", "*.py", "*.model", "*.txt", "*.jinja"]))
 
 
 def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     import torch
-    from peft import PeftModel
 
     from edgetune import hardware, models
     from edgetune.engines import choose_precision
-    from edgetune.engines.hf import HFEngine
+    from edgetune.merge_stream import quantized_weight_names, stream_merge
+    from edgetune.tokenizer import load_tokenizer
 
     t0 = time.time()
     run_dir = runs.require_run_dir(run_dir, runs.ADAPTER)
@@ -75,42 +85,31 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     adapter = run_dir / runs.ADAPTER
     sink(StageStarted("merge", str(run_dir)))
     hw = hardware.detect(run_dir)
-    # fp32 compute on CPU; on CUDA the training precision. The merge itself runs in this dtype.
-    precision = choose_precision(cfg.train.precision if hw.device == "cuda" else "fp32", hw)
+    precision = choose_precision(cfg.train.precision, hw)  # the dtype training loaded (and 4-bit quantized) the base in
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
-    engine = HFEngine()
-    tokenizer = engine.load_tokenizer(resolved, cfg)
-    tokenizer = type(tokenizer).from_pretrained(adapter)  # the tokenizer (and chat template) training saved
-    sink(Progress("merge", 1, 5, "loading base as trained"))
-    base = engine.load_base(resolved, cfg, precision)
-    inputs = check_inputs(tokenizer)
-    trained = PeftModel.from_pretrained(base, adapter)
-    reference = logits_for(trained, inputs)
-    base = trained.unload()  # drop the LoRA layers again, keep the (4-bit) base
-    if cfg.model.load_in_4bit:
-        sink(Progress("merge", 2, 5, "dequantizing 4-bit base"))
-        base = dequantize_4bit_model(base, precision.torch_dtype)
-    sink(Progress("merge", 3, 5, "merging adapter"))
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    dtype = merge_dtype(cfg.export.merge_dtype, merged.config)
-    merged = merged.to({"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
-    if getattr(merged.config, "quantization_config", None) is not None:
-        del merged.config.quantization_config
-    sink(Progress("merge", 4, 5, f"saving {dtype} safetensors"))
+    base_dir = local_checkpoint(resolved)
+    tokenizer = load_tokenizer(adapter)  # the tokenizer (and chat template) training saved
+    quantized = quantized_weight_names(base_dir, cfg.model.trust_remote_code) if cfg.model.load_in_4bit else set()
+    dtype = merge_dtype(cfg.export.merge_dtype, base_dir)
+    out_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    sink(Progress("merge", 0, 1, f"merging into a {dtype} copy of the base, tensor by tensor"))
     final = run_dir / runs.MERGED
     tmp = runs.temp_dir_beside(final)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    try:
+        stream_merge(base_dir, adapter, tmp, out_dtype, quantized, precision.torch_dtype, hw.device, sink)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # Ctrl-C or a failure leaves no half-written merged/
+        raise
     runs.replace_dir(tmp, final)
-    del merged, trained, base
 
-    sink(Progress("merge", 5, 5, "checking merged logits"))
-    from transformers import AutoModelForCausalLM
-
-    check = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32, device_map="cpu" if hw.device == "cpu" else {"": 0})
-    diffs = [(a - b).abs() for a, b in zip(logits_for(check, inputs), reference)]
-    result = MergeResult(str(final), dtype, max(float(d.max()) for d in diffs),
-                         sum(float(d.mean()) for d in diffs) / len(diffs), time.time() - t0)
+    sink(Progress("merge", 1, 1, "checking merged logits"))
+    max_diff, mean_diff = check_merge(base_dir, adapter, final, tokenizer, quantized, precision.torch_dtype,
+                                      cfg.model.trust_remote_code)
+    result = MergeResult(str(final), dtype, max_diff, mean_diff, time.time() - t0,
+                         CHECK_METHOD.format(n=len(CHECK_PROMPTS)))
     sink(Note(f"merged {dtype} model saved to {final}; largest logit difference vs base+adapter "
               f"{result.max_logit_diff:.4f} (mean {result.mean_logit_diff:.5f})"))
     update_report(run_dir, "merge", asdict(result))
@@ -118,31 +117,22 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     return result
 
 
-def dequantize_4bit_model(model, dtype):
-    """Replace every bitsandbytes Linear4bit by an nn.Linear holding its exact NF4 values.
+def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype, trust_remote_code=False):
+    """(max, mean) |logit difference| between the saved merged model and base + unmerged adapter."""
+    from edgetune.merge_stream import attach_unmerged, nf4_roundtrip, read_adapter
+    from edgetune.streamed import StreamedCausalLM
 
-    Not `model.dequantize()`: transformers 5.17 dequantizes through bfloat16, which moved weights of a test model by
-    up to 0.12; bitsandbytes' own dequantize_4bit in fp32 is exact.
-    """
-    import bitsandbytes as bnb
-    import bitsandbytes.functional as F
-    import torch
+    ids, mask, lengths = check_inputs(tokenizer)
 
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, bnb.nn.Linear4bit):
-                w = F.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
-                lin = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                      device=w.device, dtype=dtype)
-                with torch.no_grad():
-                    lin.weight.copy_(w)
-                    if child.bias is not None:
-                        lin.bias.copy_(child.bias.to(dtype))
-                setattr(module, child_name, lin)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)  # else .to(dtype) and save_pretrained refuse
-    model.is_loaded_in_4bit = False
-    return model
+    def as_trained(name, tensor):
+        return nf4_roundtrip(tensor, load_dtype) if name in quantized else tensor.to(load_dtype)
+
+    trained = StreamedCausalLM(base_dir, transform=as_trained, trust_remote_code=trust_remote_code)
+    attach_unmerged(trained.model, read_adapter(adapter))
+    reference = trained(ids, mask).logits
+    merged = StreamedCausalLM(merged_dir, trust_remote_code=trust_remote_code)(ids, mask).logits
+    diffs = [(merged[i, :n] - reference[i, :n]).abs() for i, n in enumerate(lengths)]
+    return max(float(d.max()) for d in diffs), sum(float(d.mean()) for d in diffs) / len(diffs)
 
 
 def update_report(run_dir: Path, key: str, value) -> None:
