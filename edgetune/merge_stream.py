@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgetune.engines.hf import bnb_config
 from edgetune.errors import ExportError
 from edgetune.events import Progress, null_sink
 from edgetune.safetensors_io import CODE, checkpoint_index, read_header, read_tensor, ShardedWriter
@@ -70,7 +71,7 @@ def quantized_weight_names(model_dir: Path, trust_remote_code: bool = False) -> 
     """The weights transformers turns into bitsandbytes 4-bit layers when it loads this model in 4-bit: asked of
     transformers' own quantizer on a weightless (meta) copy of the model, so the rule cannot drift from training's."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.quantizers.auto import AutoHfQuantizer
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -79,14 +80,6 @@ def quantized_weight_names(model_dir: Path, trust_remote_code: bool = False) -> 
     quantizer = AutoHfQuantizer.from_config(bnb_config(torch.float32))
     quantizer.preprocess_model(model, device_map="cpu")
     return {f"{n}.weight" for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"}
-
-
-def bnb_config(compute_dtype):
-    """The 4-bit settings every edgetune QLoRA run loads its base with (engines/hf.py)."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def nf4_roundtrip(weight, dtype, device: str = "cpu"):

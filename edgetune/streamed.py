@@ -68,14 +68,37 @@ class StreamedCausalLM:
         return hook
 
 
-def can_stream(model_dir: Path, trust_remote_code: bool = False) -> bool:
-    """Whether every parameter of the model is stored under its own name in the safetensors files (true for the
-    checkpoints transformers saves; not for repos whose names transformers converts while loading)."""
+class LoadedCausalLM:
+    """The same interface over a model loaded whole in fp32: for checkpoints that cannot be streamed."""
+
+    def __init__(self, model_dir: Path, trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu",
+                                                          trust_remote_code=trust_remote_code).eval()
+
+    def __call__(self, input_ids, attention_mask=None):
+        import torch
+
+        with torch.no_grad():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+    def get_input_embeddings_rows(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+
+def open_causal_lm(model_dir: Path, trust_remote_code: bool = False, sink=None):
+    """Streamed when every parameter is stored under its own name in the safetensors files (true for what
+    transformers and edgetune's merge save); loaded whole otherwise (repos whose names transformers converts)."""
     try:
-        StreamedCausalLM(model_dir, trust_remote_code=trust_remote_code)
-        return True
-    except KeyError:
-        return False
+        return StreamedCausalLM(model_dir, trust_remote_code=trust_remote_code)
+    except KeyError as e:
+        if sink is not None:
+            from edgetune.events import Note
+
+            sink(Note(f"{e.args[0]}: loading the whole model in fp32 instead of layer by layer", "warning"))
+        return LoadedCausalLM(model_dir, trust_remote_code)
 
 
 def _checkpoint_names(model, index: dict, model_dir) -> dict[str, str]:

@@ -6,13 +6,11 @@ llama-cpp-python; nothing is cloned, compiled or downloaded. Every file appears 
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetune import runs
-from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
 from .types import GGUF_TYPES, parse_choices
@@ -85,14 +83,18 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     use_imatrix = cfg.export.imatrix if imatrix is None else imatrix
     keep_f16 = cfg.export.keep_f16 if keep_f16 is None else keep_f16
     merged = run_dir / runs.MERGED
-    if not (merged / "config.json").is_file():
-        sink(Note("no merged model yet: merging first"))
-        merge(run_dir, sink)
     out_dir = run_dir / runs.GGUF
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
-    name = runs.slug(cfg.name or run_dir.name)
     quants = [q for q in (AUTO_CANDIDATES if auto else wanted) if q not in ("f16", "bf16")]
+    disk = disk_plan_for(run_dir, cfg, [*(["bf16"] if "bf16" in wanted else []), *quants],
+                         keep_f16=keep_f16 or "f16" in wanted, auto=auto, imatrix=use_imatrix, verify=verify)
+    sink(Note(disk.describe()))
+    disk.check()  # before the merge and the first file: never fail for space half way through
+    if not (merged / "config.json").is_file():
+        sink(Note("no merged model yet: merging first"))
+        merge(run_dir, sink)
+    name = runs.slug(cfg.name or run_dir.name)
     sink(StageStarted("export", f"{', '.join(wanted)} -> {out_dir}"))
     sink(Note(f"plan: {merged.name}/ -> F16 GGUF (verified: KL divergence to the merged model <= "
               f"{MAX_MEAN_KLD['f16']:.0e} mean and <= {MAX_POSITION_KLD['f16']:.0e} at any position required)"
@@ -122,7 +124,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     if verify:
         sink(StageStarted("verify", f"{len(files)} file(s) against {merged.name}/"))
         t1 = time.time()
-        ref = HFReference(merged)
+        ref = HFReference(merged, cache_dir=out_dir, sink=sink)
         texts = heldout_texts(run_dir, ref.tokenizer, sink=sink)
         for path, qtype in zip(files, ["f16", *(["bf16"] if "bf16" in wanted else []), *quants]):
             result = verify_gguf(path, ref, texts, DEFAULT_CHAT_PROMPTS, qtype, sink)
@@ -168,6 +170,28 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     return ExportResult(kept, results, chosen, modelfile, time.time() - t0)
 
 
+def disk_plan_for(run_dir: Path, cfg, quants: list[str], keep_f16: bool, auto: bool, imatrix: bool, verify: bool):
+    """The export's disk plan: sizes from the merged checkpoint's headers (or the base's, when merging first)."""
+    import json
+
+    from edgetune import models
+    from edgetune.merge import local_checkpoint
+
+    from .disk_plan import checkpoint_params, plan_gguf_export
+    from .verify import GENERIC_TEXTS, MAX_TEXT_TOKENS
+
+    merged = run_dir / runs.MERGED
+    source = merged if (merged / "config.json").is_file() else local_checkpoint(
+        models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code))
+    n_params = checkpoint_params(source)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    vocab = int((config.get("text_config") or config).get("vocab_size") or 0)
+    merge_bytes = 0 if source == merged else n_params * (4 if cfg.export.merge_dtype == "fp32" else 2)
+    return plan_gguf_export(run_dir, n_params, quants, merge_bytes=merge_bytes, keep_f16=keep_f16,
+                            keep_quants=not auto, imatrix=imatrix and any(q in IMATRIX_TYPES for q in quants),
+                            verify=verify, reference_positions=(6 + len(GENERIC_TEXTS)) * MAX_TEXT_TOKENS, vocab=vocab)
+
+
 def add_task_scores(results: list[dict], eval_data: str, match: str, merged: Path, sink) -> None:
     """Greedy replies of each file on the eval rows, scored like `edgetune eval` (task_score per result)."""
     from functools import partial
@@ -195,10 +219,3 @@ def summary_line(r: dict) -> str:
     return (f"{r['type'].upper():7} {r['size_bytes'] / 1e6:7.1f} MB  top-1 {r['top1']:.3f}  KLD {r['mean_kld']:.4f}  "
             f"token ids {'identical' if r['token_ids_identical'] else 'DIFFER'}  "
             f"stops at EOS {'yes' if r['stops_at_eos'] else 'NO'}  {'ok' if r['passed'] else 'FAILED'}")
-
-
-def check_free_disk(folder: Path, need_bytes: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < need_bytes:
-        raise ExportError(f"not enough free disk in {folder}: need ~{need_bytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free",
-                          hint="free some space, or export fewer types at once")

@@ -24,6 +24,8 @@ from .types import GGUF_TYPES
 _BITS_PER_WEIGHT = {"f16": 16, "bf16": 16, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q4_k_m": 4.9, "q4_k_s": 4.6,
                     "q3_k_m": 3.9, "q2_k": 3.4}
 
+IMATRIX_BATCH_ROWS = 8  # rows of <= 512 tokens per forward pass: activations stay ~100s of MB at 3B
+
 
 def quantize(f16_path: Path, out_path: Path, qtype: str, sink=null_sink, imatrix: Path | None = None) -> Path:
     """Quantize a F16/BF16/F32 GGUF to `qtype` (a key of GGUF_TYPES) at out_path, atomically; returns out_path."""
@@ -122,7 +124,7 @@ def _imatrix_array(entries: dict[str, np.ndarray]):
 
 def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_tokens: int = 512,
                     sink=null_sink) -> Path:
-    """Run the HF model in model_dir over `texts` and write llama.cpp's GGUF imatrix format to out_path.
+    """Run the HF model in model_dir (layer by layer from disk, a batch of rows per pass) over `texts` and write llama.cpp's GGUF imatrix format to out_path.
 
     Same statistic llama-imatrix gathers (sum of squared inputs per column of every matmul weight, and the
     token count), taken from transformers forward hooks on nn.Linear: the q/k row permutation of the GGUF does not
@@ -130,8 +132,7 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     """
     import gguf
     import torch
-    from transformers import AutoModelForCausalLM
-
+    from edgetune.streamed import open_causal_lm
     from edgetune.tokenizer import load_tokenizer
 
     from .families import family_for, gguf_support, text_config
@@ -144,35 +145,39 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     cfg = text_config(raw)
     name_map = gguf.get_tensor_name_map(family_for(raw).arch, cfg["num_hidden_layers"])
     tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    streamed = open_causal_lm(model_dir, sink=sink)
+    model = streamed.model
     tied = bool(cfg.get("tie_word_embeddings"))
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    keep: list = [None]  # the current batch's attention mask, flattened: padding is not calibration data
+
+    def record(gguf_name: str, x) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()[keep[0]]
+        sums[gguf_name] = sums.get(gguf_name, 0) + (x * x).sum(0)
+        counts[gguf_name] = counts.get(gguf_name, 0) + x.shape[0]
 
     def hook_for(gguf_name: str):
-        def hook(module, inputs, output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
-            sums[gguf_name] = sums.get(gguf_name, 0) + (x * x).sum(0)
-            counts[gguf_name] = counts.get(gguf_name, 0) + x.shape[0]
-        return hook
+        return lambda module, inputs, output: record(gguf_name, inputs[0])
 
-    handles = []
+    head = model.get_output_embeddings()
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear) and module is not head:
             plain = _language_model_name(name)
-            base = "token_embd" if (tied and plain == "lm_head") else plain and name_map.get_name(plain)
+            base = plain and name_map.get_name(plain)
             if base:
-                handles.append(module.register_forward_hook(hook_for(f"{base}.weight")))
-    try:
-        with torch.no_grad():
-            for i, text in enumerate(texts):
-                ids = tok(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
-                if ids.shape[1]:
-                    model(ids)
-                sink(Progress("imatrix", i + 1, len(texts)))
-    finally:
-        for h in handles:
-            h.remove()
+                module.register_forward_hook(hook_for(f"{base}.weight"))
+    # The output layer only needs its input statistics: skip the [tokens x vocab] logits (0.5 GB per 1k tokens of
+    # a 128k vocab), so whole batches of calibration rows go through the model in one pass over the weights.
+    model.set_output_embeddings(_input_recorder("token_embd.weight" if tied else "output.weight", record))
+    rows = [r for r in (tok(t, truncation=True, max_length=max_tokens)["input_ids"] for t in texts) if r]
+    for start in range(0, len(rows), IMATRIX_BATCH_ROWS):
+        batch = rows[start:start + IMATRIX_BATCH_ROWS]
+        width = max(map(len, batch))
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
+        keep[0] = mask.reshape(-1).bool()
+        streamed(torch.tensor([r + [0] * (width - len(r)) for r in batch]), mask)
+        sink(Progress("imatrix", min(start + len(batch), len(rows)), len(rows)))
     if not sums:
         raise ExportError("no tokens to compute an imatrix from", hint="pass some non-empty calibration texts")
     writer = gguf.GGUFWriter(path=None, arch="imatrix")
@@ -185,6 +190,18 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
         writer.add_tensor(f"{name}.counts", np.array([[counts[name]]], dtype=np.float32))
     write_gguf_atomically(writer, out_path, writer.write_tensors_to_file)
     return out_path
+
+
+def _input_recorder(name: str, record):
+    """A module that stands in for the output layer: records its input, returns one logit per position."""
+    import torch
+
+    class InputRecorder(torch.nn.Module):
+        def forward(self, x):
+            record(name, x)
+            return x[..., :1]
+
+    return InputRecorder()
 
 
 def _usable_cpus() -> int:

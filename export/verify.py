@@ -8,6 +8,7 @@ Full-precision files must match (check_gate raises); quantized files report thei
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ TIE_NATS = {"f32": 0.01, "f16": 0.01, "bf16": 0.05}
 CHAT_MAX_TOKENS = 96
 MAX_TEXT_TOKENS = 256  # per comparison text: enough context, bounded cost (positions x vocab floats cached)
 SEED = 0
+LOGITS_BYTES = 256 * 1024**2  # fp32 logits of one reference batch: 512 tokens of a 128k vocab
 
 # Tokenizer round-trip set: scripts, emoji (incl. ZWJ sequences and skin tones), code, JSON, numbers, inline
 # ChatML special tokens and awkward whitespace, where pre-tokenizer mismatches show up first.
@@ -90,22 +92,27 @@ DEFAULT_CHAT_PROMPTS = [
 
 
 class HFReference:
-    """The merged HF model in fp32 on CPU; next-token log-probs per text are computed once and cached."""
+    """The merged HF model, run in fp32 layer by layer from disk (edgetune/streamed.py); next-token log-probs per
+    text are computed once, in batches, and kept in files beside the export (one text in memory at a time)."""
 
-    def __init__(self, model_dir: Path, max_tokens: int = MAX_TEXT_TOKENS):
-        import torch
-        from transformers import AutoModelForCausalLM
+    def __init__(self, model_dir: Path, max_tokens: int = MAX_TEXT_TOKENS, cache_dir: Path | None = None,
+                 sink=null_sink):
+        import tempfile
+        import weakref
 
+        from edgetune.streamed import open_causal_lm
         from edgetune.tokenizer import load_tokenizer
 
         self.model_dir = Path(model_dir)
         self.max_tokens = max_tokens
         self.tokenizer = load_tokenizer(self.model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32,
-                                                          device_map="cpu").eval()
-        self.embedding_rows = int(self.model.get_input_embeddings().weight.shape[0])
+        self.model = open_causal_lm(self.model_dir, sink=sink)
+        self.embedding_rows = self.model.get_input_embeddings_rows()
         self.tokenizer_len = len(self.tokenizer)
-        self._cache: dict[str, tuple[list[int], np.ndarray]] = {}
+        # not /tmp: on WSL and many Linux setups it is RAM (tmpfs), and these files reach gigabytes for 128k vocabs
+        self._dir = Path(tempfile.mkdtemp(prefix=".edgetune-reference-", dir=cache_dir or self.model_dir.parent))
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
+        self._cache: dict[str, tuple[list[int], Path]] = {}
 
     def ids(self, text: str) -> list[int]:
         """Token ids as the model sees the text (special tokens parsed, BOS as the tokenizer adds it), capped."""
@@ -114,16 +121,35 @@ class HFReference:
     def plain_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def prepare(self, texts: list[str]) -> None:
+        """Log-probs for every new text, batched so that one batch's fp32 logits stay near LOGITS_BYTES."""
+        import torch
+
+        todo = [(t, self.ids(t)) for t in dict.fromkeys(texts) if t not in self._cache]
+        budget = max(1, LOGITS_BYTES // (4 * max(self.embedding_rows, 1)))  # tokens per batch
+        batch: list[tuple[str, list[int]]] = []
+        for i, item in enumerate(todo):
+            batch.append(item)
+            nxt = todo[i + 1][1] if i + 1 < len(todo) else None
+            if nxt is None or max(len(b[1]) for b in batch + [("", nxt)]) * (len(batch) + 1) > budget:
+                self._run(batch, torch)
+                batch = []
+
+    def _run(self, batch, torch) -> None:
+        width = max(len(ids) for _, ids in batch)
+        ids = torch.tensor([ids + [0] * (width - len(ids)) for _, ids in batch])
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for _, i in batch])
+        logits = self.model(ids, mask).logits
+        for row, (text, tids) in enumerate(batch):
+            path = self._dir / f"{len(self._cache)}.npy"
+            np.save(path, torch.log_softmax(logits[row, : len(tids)].float(), -1).numpy())
+            self._cache[text] = (tids, path)
+
     def logprobs(self, text: str) -> tuple[list[int], np.ndarray]:
         """(ids, log-softmax of the next-token logits at every position) for `text`."""
-        if text not in self._cache:
-            import torch
-
-            ids = self.ids(text)
-            with torch.no_grad():
-                logits = self.model(torch.tensor([ids])).logits[0].float()
-            self._cache[text] = (ids, torch.log_softmax(logits, -1).numpy())
-        return self._cache[text]
+        self.prepare([text])
+        ids, path = self._cache[text]
+        return ids, np.load(path)
 
     def chat_prompt_tokens(self, prompt: str) -> int:
         """Tokens of `prompt` as a chat turn with the template's own additions (SmolLM3 writes a long default system
@@ -292,6 +318,7 @@ class Agreement:
 def compare_logits(logits_fn, ref: HFReference, texts: list[str], tie_nats: float, sink=null_sink) -> Agreement:
     """Run the exported file (`logits_fn(ids) -> [T, V]`: llama.cpp, onnxruntime) on the same ids as HF."""
     agree, agree_ties, kld_sum, kld_max, positions = 0, 0, 0.0, 0.0, 0
+    ref.prepare(texts)
     for i, text in enumerate(texts):
         ids, hf = ref.logprobs(text)
         if not ids:

@@ -23,15 +23,13 @@ class HFEngine:
         return tok
 
     def load_base(self, model: ResolvedModel, cfg: RunConfig, precision: Precision):
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
 
         kwargs = dict(revision=model.revision, trust_remote_code=cfg.model.trust_remote_code,
                       use_safetensors=True, dtype=precision.torch_dtype,
                       device_map={"": 0} if precision.device == "cuda" else "cpu")
         if cfg.model.load_in_4bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=precision.torch_dtype)
+            kwargs["quantization_config"] = bnb_config(precision.torch_dtype)
         try:
             base = AutoModelForCausalLM.from_pretrained(model.path, **kwargs)
         except Exception as e:
@@ -62,6 +60,14 @@ class HFEngine:
                                f"its linear layers are: {', '.join(linear_names(base))}"])
         peft_cfg = LoraConfig(task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora, **lora_kwargs(cfg, base))
         return get_peft_model(base, peft_cfg), tok
+
+
+def bnb_config(compute_dtype):
+    """The 4-bit settings of every QLoRA run (the streaming merge rebuilds exactly these weights)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def missing_targets(model, targets) -> list[str]:

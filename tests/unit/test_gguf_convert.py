@@ -165,6 +165,30 @@ def test_imatrix_computed_and_applied(llama_dir, llama_f16, tmp_path):
     assert {"blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "blk.1.attn_q.weight"} <= set(changed), changed
 
 
+def test_imatrix_batches_equal_one_text_at_a_time(llama_dir, tmp_path):
+    """Rows of different lengths go through the streamed model in padded batches; the padding is not counted, so
+    the sums and counts equal those of the whole model run on one text at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.tokenizer import load_tokenizer
+
+    texts = [t * k for k, t in enumerate(TEXTS, 1)]
+    entries = read_imatrix(compute_imatrix(llama_dir, texts, tmp_path / "imatrix.gguf"))
+    model = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).eval()
+    tok = load_tokenizer(llama_dir)
+    seen = {"x": 0, "n": 0}
+
+    def hook(module, inputs, output):
+        seen["x"], seen["n"] = seen["x"] + (inputs[0][0] ** 2).sum(0), seen["n"] + inputs[0].shape[1]
+
+    model.model.layers[1].mlp.down_proj.register_forward_hook(hook)
+    with torch.no_grad():
+        for t in texts:
+            model(torch.tensor([tok(t, truncation=True, max_length=512)["input_ids"]]))
+    assert np.allclose(entries["blk.1.ffn_down.weight"], (seen["x"] / seen["n"]).numpy(), rtol=1e-4)
+
+
 def test_quantize_rejects_unknown_type(llama_f16, tmp_path):
     with pytest.raises(ExportError, match="q4_k_m"):
         quantize(llama_f16, tmp_path / "x.gguf", "q9_9")

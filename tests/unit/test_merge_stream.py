@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from edgetune.merge_stream import bnb_config, quantized_weight_names, stream_merge
+from edgetune.engines.hf import bnb_config
+from edgetune.merge_stream import quantized_weight_names, stream_merge
 from edgetune.safetensors_io import ShardedWriter, checkpoint_index, read_tensor
 
 ADAPTERS = {"lora": {}, "rslora": {"use_rslora": True}, "dora": {"use_dora": True}}
