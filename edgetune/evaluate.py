@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -284,6 +285,8 @@ def gguf_tokenizer(path: Path):
 class GGUFBackend(LlamaCppBackend):
     """chat's llama.cpp backend plus the HF tokenizer held-out loss tokenizes with (the run's, when it has one)."""
 
+    temp_dir: Path | None = None  # a file converted for this eval lives here; removed after scoring
+
     def __init__(self, path: Path, tokenizer_dir: Path | None = None):
         super().__init__(Path(path))
         if tokenizer_dir is not None:
@@ -327,6 +330,56 @@ def _trained(run_dir: Path) -> HFBackend:
     return load_hf(resolved.path, adapter=run_dir / runs.ADAPTER, base=base)
 
 
+FP32_RAM_SHARE = 0.5  # an HF model is scored in fp32 when that copy takes at most this share of the free RAM
+
+
+def hf_target(label: str, model, tokenizer_dir: Path | None, run_dir: Path, sink=null_sink) -> tuple[str, object]:
+    """Score an HF model (a ResolvedModel or a folder) in fp32 transformers when that fits in RAM; else through an
+    F16 GGUF that edgetune's converter writes (tensor by tensor) for the eval and removes after: llama.cpp holds
+    2 bytes per weight (mapped from the file) instead of 4, and runs much faster on a CPU."""
+    import psutil
+
+    from edgetune.export.disk_plan import checkpoint_params
+    from edgetune.merge import local_checkpoint
+
+    folder = Path(model) if isinstance(model, (str, Path)) else local_checkpoint(model)
+    try:
+        fp32_bytes = 4 * checkpoint_params(folder)
+    except (OSError, ValueError):
+        fp32_bytes = 0  # no safetensors headers to read: transformers decides
+    if fp32_bytes <= FP32_RAM_SHARE * psutil.virtual_memory().available:
+        return label, partial(load_hf, str(folder), tokenizer_dir)
+    sink(Note(f"{label}: an fp32 copy ({fp32_bytes / 1e9:.1f} GB) does not fit comfortably in free RAM; scoring it "
+              "through a temporary F16 GGUF in llama.cpp"))
+    return f"{label} (F16 GGUF)", partial(_as_f16_gguf, folder, tokenizer_dir or folder, run_dir, sink)
+
+
+def _as_f16_gguf(folder: Path, tokenizer_dir: Path, run_dir: Path, sink) -> "GGUFBackend":
+    """Convert folder's weights with tokenizer_dir's tokenizer (the run's chat template) to a temporary F16 GGUF."""
+    import os
+    import tempfile
+
+    from edgetune.export.gguf_convert import convert
+
+    work = Path(tempfile.mkdtemp(prefix=".eval-gguf-", dir=run_dir))
+    try:
+        src = work / "model"
+        src.mkdir()
+        for f in Path(folder).iterdir():
+            if f.suffix in (".safetensors", ".py") or f.name in ("config.json", "generation_config.json",
+                                                                  "model.safetensors.index.json"):
+                os.symlink(f.resolve(), src / f.name)
+        for f in Path(tokenizer_dir).iterdir():
+            if f.is_file() and not (src / f.name).exists() and f.suffix in (".json", ".jinja", ".model", ".txt"):
+                shutil.copy2(f, src / f.name)
+        backend = GGUFBackend(convert(src, work / "eval.F16.gguf", "f16", sink), tokenizer_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    backend.temp_dir = work  # removed by evaluate_targets once the target is scored
+    return backend
+
+
 def targets_for(run_or_model: str, sink=null_sink) -> list[tuple[str, object]]:
     """(label, backend factory) pairs. A run dir: its base model, merged/ (else base+adapter), every gguf/*.gguf and
     every onnx/<variant>/; an ONNX folder, a .gguf file, an HF dir, a hub id or `default`: just that model.
@@ -350,9 +403,9 @@ def targets_for(run_or_model: str, sink=null_sink) -> list[tuple[str, object]]:
     merged, adapter = p / runs.MERGED, p / runs.ADAPTER
     tok_dir = merged if (merged / "config.json").is_file() else adapter if adapter.is_dir() else None
     base = resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
-    targets = [(f"base {base.name}", partial(load_hf, base.path, tok_dir))]
+    targets = [hf_target(f"base {base.name}", base, tok_dir, p, sink)]
     if (merged / "config.json").is_file():
-        targets.append(("merged", partial(load_hf, str(merged))))
+        targets.append(hf_target("merged", merged, merged, p, sink))
     elif adapter.is_dir():
         targets.append(("base+adapter", partial(_trained, p)))
     ggufs = sorted((p / runs.GGUF).glob("*.gguf"), key=lambda f: -f.stat().st_size)  # biggest (least lossy) first
@@ -404,6 +457,8 @@ def evaluate_targets(targets: list[tuple[str, object]], rows: list[EvalRow], max
                   f"held-out loss {loss} over {n_tokens} answer tokens; {result['seconds']:.0f} s"))
         if built and isinstance(backend, LlamaCppBackend):
             backend.llm.close()
+            if getattr(backend, "temp_dir", None):
+                shutil.rmtree(backend.temp_dir, ignore_errors=True)
         del backend, logits
         gc.collect()  # one model in memory at a time
     sink(StageFinished("eval", time.time() - t_stage))
@@ -430,7 +485,11 @@ def run_eval(run_or_model: str, data_path: str, max_tokens: int = 128, match: st
         from edgetune.merge import load_run_config
 
         system = load_run_config(Path(run_or_model)).data.system_prompt or None  # as training saw its prompts
-    results = evaluate_targets(targets_for(run_or_model, sink), rows, max_tokens, sink, match, system)
+    try:
+        results = evaluate_targets(targets_for(run_or_model, sink), rows, max_tokens, sink, match, system)
+    finally:  # Ctrl-C while a converted F16 was in use
+        for stale in Path(run_or_model).glob(".eval-gguf-*") if is_run else ():
+            shutil.rmtree(stale, ignore_errors=True)
     if is_run:
         write_eval_report(Path(run_or_model), results, data_path)
     return results

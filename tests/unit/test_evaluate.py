@@ -234,3 +234,25 @@ def test_targets_for_run_dir(tmp_path, tiny_model_dir, tiny_gguf):
     write_eval_report(run, [{"label": "merged", "task_score": 0.5}], "eval.jsonl")
     report = json.loads((run / "report.json").read_text())
     assert report["eval"]["targets"][0]["task_score"] == 0.5 and report["eval"]["data"] == "eval.jsonl"
+
+
+def test_models_too_big_for_fp32_are_scored_through_a_temporary_f16_gguf(tmp_path, tiny_model_dir, tiny_hf,
+                                                                         monkeypatch):
+    """When an fp32 copy would not fit in free RAM, base and merged go through llama.cpp (F16, converted for the
+    eval, removed after): the held-out loss is the HF model's within F16 rounding."""
+    from edgetune import evaluate
+    from edgetune.config import RunConfig
+
+    run = tmp_path / "run"
+    cfg = RunConfig(name="run", run_dir=str(run))
+    cfg.model.ref = str(tiny_model_dir)
+    cfg.save(run / "config.toml")
+    shutil.copytree(tiny_model_dir, run / "merged")
+    monkeypatch.setattr(evaluate, "FP32_RAM_SHARE", 0.0)
+    targets = evaluate.targets_for(str(run))
+    assert [label for label, _ in targets] == [f"base {tiny_model_dir.name} (F16 GGUF)", "merged (F16 GGUF)"]
+    results = evaluate.evaluate_targets(targets, ROWS, max_tokens=4)
+    assert [r["backend"] for r in results] == ["llamacpp", "llamacpp"]
+    hf_loss, _ = evaluate.heldout_loss(tiny_hf, ROWS)
+    assert all(abs(r["heldout_loss"] - hf_loss) < 2e-3 for r in results), (results, hf_loss)
+    assert not list(run.glob(".eval-gguf-*"))  # the temporary GGUF is gone
