@@ -8,7 +8,7 @@ memory (sampled from /proc: what must fit in RAM; the rest of RSS is file pages 
 the kernel can drop), and for training the memory plan's estimate beside the measured peak.
 With --baseline REV the merge and export stages also run with the code of git revision REV, in the same run.
 
-    python benchmarks/scale.py [1b] [3b] [--steps 3] [--baseline 9cdcd76] [--keep DIR]
+    python benchmarks/scale.py [1b] [3b] [--steps 3] [--baseline 9cdcd76] [--code HEAD] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -118,10 +118,12 @@ def stage(args: list[str], env: dict | None = None) -> dict:
     return {"seconds": time.time() - t0, "peak_rss_gb": hwm / 1e9, "peak_anon_gb": peak.anon / 1e9, "out": out}
 
 
-def baseline_env(rev: str, root: Path) -> dict:
+def baseline_env(rev: str, root: Path) -> dict:  # also --code: the code under test as committed
     """An environment whose `edgetune` is git revision REV (a worktree; its export/, tui/, profiles/ linked into
     the package as the installed layout has them)."""
-    tree = root / f"baseline-{rev}"
+    tree = root / f"code-{rev}"
+    if tree.exists():
+        return {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
                    capture_output=True)
     for sub in ("export", "tui", "profiles"):
@@ -129,7 +131,7 @@ def baseline_env(rev: str, root: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(tree)}
 
 
-def run_size(size: str, root: Path, steps: int, baseline: str | None) -> dict:
+def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict | None = None) -> dict:
     t0 = time.time()
     model = build_checkpoint(size, root / f"llama-{size}")
     print(f"[{size}] checkpoint built in {time.time() - t0:.0f} s: {model}", flush=True)
@@ -137,11 +139,11 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None) -> dict:
     run = root / f"run-{size}"
     rows = {}
     rows["train"] = stage(["train", "--model", model, "--data", data, "--max-steps", steps, "--run-dir", run,
-                           "--name", f"scale-{size}"])
+                           "--name", f"scale-{size}"], env)
     plan = re.search(r"estimated peak RAM ([\d.]+) GB", rows["train"]["out"])
     rows["train"]["plan_gb"] = float(plan.group(1)) if plan else None
     print(f"[{size}] train done", flush=True)
-    variants = [("", None)] + ([(f" @{baseline}", baseline_env(baseline, root))] if baseline else [])
+    variants = [("", env)] + ([(f" @{baseline}", baseline_env(baseline, root))] if baseline else [])
     for label, env in variants:
         for name, args in (("merge", ["merge", run]), ("export", ["export", run, "--gguf", "q4_k_m"])):
             if name == "merge":
@@ -150,7 +152,7 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None) -> dict:
             rows[name + label] = stage(args, env)
             print(f"[{size}] {name}{label} done", flush=True)
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
-                          "--max-tokens", "16"])
+                          "--max-tokens", "16"], env)
     return rows
 
 
@@ -159,6 +161,7 @@ def main() -> None:
     ap.add_argument("sizes", nargs="*", default=["1b"], choices=list(SHAPES))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--baseline", help="also run merge and export with this git revision's code")
+    ap.add_argument("--code", help="measure this git revision's code instead of the working tree")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder, removed)")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="edgetune-scale-", dir=os.environ.get("TMPDIR", "/var/tmp")))
@@ -166,7 +169,8 @@ def main() -> None:
     results = {}
     try:
         for size in args.sizes:
-            results[size] = run_size(size, root, args.steps, args.baseline)
+            env = baseline_env(args.code, root) if args.code else None
+            results[size] = run_size(size, root, args.steps, args.baseline, env)
     finally:
         if args.baseline:
             subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
