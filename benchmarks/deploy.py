@@ -37,7 +37,7 @@ def ensure_exports(run_dir: Path, onnx: list[str], gguf: list[str]) -> tuple[dic
     from edgetune import runs
     from edgetune.export.gguf_export import export_gguf, file_name
     from edgetune.export.onnx_export import ONNX, export_onnx
-    from edgetune.merge import load_run_config
+    from edgetune.runs import load_run_config
 
     cfg = load_run_config(run_dir)
     name = runs.slug(cfg.name or run_dir.name)

@@ -202,7 +202,7 @@ def resolve_target(target: str, backend: str) -> tuple[str, Path, Path | None]:
         if (p / runs.MERGED / "config.json").is_file():
             return "hf", p / runs.MERGED, None
         if (p / runs.ADAPTER).is_dir():
-            from edgetune.merge import load_run_config
+            from edgetune.runs import load_run_config
             from edgetune.models import resolve
 
             cfg = load_run_config(p)

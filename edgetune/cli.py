@@ -183,7 +183,7 @@ def export(
 
     if not gguf and not onnx:  # no flags: what the run's config asks for (export.gguf, export.onnx)
         from edgetune.errors import ConfigError
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         cfg = load_run_config(run_dir)
         gguf, onnx = list(cfg.export.gguf), list(cfg.export.onnx)
@@ -284,7 +284,7 @@ def _eval_pairs(target: str, data: str, sink, system: str | None = None) -> None
 
     from edgetune.data.preference import load_method_rows
     from edgetune.evaluate import targets_for
-    from edgetune.merge import load_run_config, update_report
+    from edgetune.runs import load_run_config, update_report
     from edgetune.preference_eval import score_pairs
 
     if system is None and (Path(target) / "config.toml").is_file():

@@ -138,7 +138,7 @@ class RunConfig:
         return tomli_w.dumps(self.to_dict())
 
     def save(self, path: Path) -> None:
-        from edgetune.runs import atomic_write_text
+        from edgetune.atomic import atomic_write_text
 
         atomic_write_text(Path(path), "# Resolved edgetune config. Reproduce: edgetune train -c THIS_FILE\n" + self.to_toml())
 

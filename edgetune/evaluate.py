@@ -321,7 +321,7 @@ def _trained(run_dir: Path) -> HFBackend:
     """base+adapter exactly as training saw it (the 4-bit base when the run used one)."""
     from edgetune.engines.base import Precision
     from edgetune.engines.hf import HFEngine
-    from edgetune.merge import load_run_config
+    from edgetune.runs import load_run_config
     from edgetune.models import resolve
 
     cfg = load_run_config(run_dir)
@@ -340,7 +340,7 @@ def hf_target(label: str, model, tokenizer_dir: Path | None, run_dir: Path, sink
     import psutil
 
     from edgetune.export.disk_plan import checkpoint_params
-    from edgetune.merge import local_checkpoint
+    from edgetune.models import local_checkpoint
 
     folder = Path(model) if isinstance(model, (str, Path)) else local_checkpoint(model)
     try:
@@ -393,7 +393,7 @@ def targets_for(run_or_model: str, sink=null_sink) -> list[tuple[str, object]]:
         return [(p.name, partial(GGUFBackend, p))]
     if p.is_dir() and (p / "model.onnx").is_file():  # an exported ONNX folder (tokenizer saved next to it)
         return [(f"onnx {p.name}", partial(OnnxBackend, p))]
-    from edgetune.merge import load_run_config
+    from edgetune.runs import load_run_config
     from edgetune.models import resolve
 
     if not (p / runs.CONFIG).is_file():
@@ -467,7 +467,7 @@ def evaluate_targets(targets: list[tuple[str, object]], rows: list[EvalRow], max
 
 def write_eval_report(run_dir: Path, results: list[dict], data_path: str = "") -> None:
     """Record the results in RUN/report.json under "eval"."""
-    from edgetune.merge import update_report
+    from edgetune.runs import update_report
 
     update_report(run_dir, "eval", {"data": str(data_path), "targets": results})
 
@@ -482,7 +482,7 @@ def run_eval(run_or_model: str, data_path: str, max_tokens: int = 128, match: st
     parse_match(match)
     is_run = (Path(run_or_model) / runs.CONFIG).is_file()
     if is_run and system is None:
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         system = load_run_config(Path(run_or_model)).data.system_prompt or None  # as training saw its prompts
     try:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgetune import runs
-from edgetune.config import RunConfig, read_toml, from_dict
+from edgetune.runs import load_run_config, update_report
 from edgetune.events import Note, Progress, StageFinished, StageStarted, null_sink
 
 CHECK_PROMPTS = [
@@ -33,12 +33,6 @@ class MergeResult:
     mean_logit_diff: float
     seconds: float
     check: str = ""
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    cfg = from_dict(read_toml(Path(run_dir) / runs.CONFIG), str(Path(run_dir) / runs.CONFIG))
-    cfg.run_dir = str(run_dir)
-    return cfg
 
 
 def merge_dtype(choice: str, base_dir: Path) -> str:
@@ -61,16 +55,6 @@ def check_inputs(tokenizer):
     return ids, mask, [len(r) for r in rows]
 
 
-def local_checkpoint(resolved) -> Path:
-    """The base's folder on disk: a local path as is; a hub id from the local hub cache training filled."""
-    if Path(resolved.path).is_dir():
-        return Path(resolved.path)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(resolved.path, revision=resolved.revision,
-                                  allow_patterns=["*.json", "*.safetensors", "*.py", "*.model", "*.txt", "*.jinja"]))
-
-
 def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     import torch
 
@@ -87,7 +71,7 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     hw = hardware.detect(run_dir)
     precision = choose_precision(cfg.train.precision, hw)  # the dtype training loaded (and 4-bit quantized) the base in
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
-    base_dir = local_checkpoint(resolved)
+    base_dir = models.local_checkpoint(resolved)
     tokenizer = load_tokenizer(adapter)  # the tokenizer (and chat template) training saved
     quantized = quantized_weight_names(base_dir, cfg.model.trust_remote_code) if cfg.model.load_in_4bit else set()
     dtype = merge_dtype(cfg.export.merge_dtype, base_dir)
@@ -133,11 +117,3 @@ def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype,
     merged = StreamedCausalLM(merged_dir, trust_remote_code=trust_remote_code)(ids, mask).logits
     diffs = [(merged[i, :n] - reference[i, :n]).abs() for i, n in enumerate(lengths)]
     return max(float(d.max()) for d in diffs), sum(float(d.mean()) for d in diffs) / len(diffs)
-
-
-def update_report(run_dir: Path, key: str, value) -> None:
-    """report.json accumulates one section per stage (merge, export, eval)."""
-    path = Path(run_dir) / runs.REPORT
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    data[key] = value
-    runs.atomic_write_text(path, json.dumps(data, indent=2, default=str))

@@ -169,3 +169,13 @@ def gguf_to_hf(gguf: Path, sink=null_sink) -> Path:
     sink(Note(f"cached HF checkpoint at {out}"))
     sink(StageFinished("convert", time.time() - t0))
     return out
+
+
+def local_checkpoint(resolved) -> Path:
+    """The base's folder on disk: a local path as is; a hub id from the local hub cache training filled."""
+    if Path(resolved.path).is_dir():
+        return Path(resolved.path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(resolved.path, revision=resolved.revision,
+                                  allow_patterns=["*.json", "*.safetensors", "*.py", "*.model", "*.txt", "*.jinja"]))

@@ -1,12 +1,12 @@
-"""The run directory: one place every stage reads from and writes to, and atomic file writes."""
+"""The run directory's contract: where each stage's output lives, the run's config and report, and the texts
+training leaves for later stages (held-out rows for verification, calibration rows for the importance matrix)."""
 from __future__ import annotations
 
-import os
+import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+from edgetune.atomic import atomic_write_text, replace_dir, temp_dir_beside  # noqa: F401 - the run dir's writers
 from edgetune.errors import RunDirError
 
 CONFIG = "config.toml"
@@ -17,41 +17,8 @@ MERGED = "merged"
 GGUF = "gguf"
 METRICS = "metrics.jsonl"
 REPORT = "report.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written temp directory into place, replacing an older one."""
-    final_dir = Path(final_dir)
-    old = final_dir.with_name(f".{final_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final_dir.exists():
-        os.replace(final_dir, old)
-    os.replace(tmp_dir, final_dir)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def temp_dir_beside(final_dir: Path) -> Path:
-    final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".tmp"))
+HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split them off
+CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
 
 
 def default_run_dir(name: str) -> Path:
@@ -80,3 +47,34 @@ def require_run_dir(run_dir: Path, *need: str) -> Path:
         if not (run_dir / item).exists():
             raise RunDirError(f"{run_dir}: missing {item}/", hint=f"run the stage that writes {item} first (e.g. `edgetune train --resume --run-dir {run_dir}`)")
     return run_dir
+
+
+def load_run_config(run_dir: Path):
+    """The run's resolved config (config.toml), with run_dir set to where it was found."""
+    from edgetune.config import from_dict, read_toml
+
+    cfg = from_dict(read_toml(Path(run_dir) / CONFIG), str(Path(run_dir) / CONFIG))
+    cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def update_report(run_dir: Path, key: str, value) -> None:
+    """report.json accumulates one section per stage (merge, export, eval)."""
+    path = Path(run_dir) / REPORT
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data[key] = value
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def write_texts(run_dir: Path, name: str, texts: list[str]) -> None:
+    """One {"text": ...} per line (HELDOUT, CALIBRATION)."""
+    atomic_write_text(Path(run_dir) / name, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+
+
+def read_texts(run_dir: Path, name: str) -> list[str] | None:
+    """The texts training wrote, or None for a run from before edgetune wrote them."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return None
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+

@@ -39,7 +39,7 @@ def calibration_texts(run_dir: Path, tokenizer, n: int = CALIBRATION_ROWS) -> li
     """The run's own training conversations, rendered with the chat template (what the model will see)."""
     from edgetune.data import load_conversations
     from edgetune.data.template import render
-    from edgetune.merge import load_run_config
+    from edgetune.runs import load_run_config
 
     cfg = load_run_config(run_dir)
     try:
@@ -64,7 +64,8 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     With `eval_data` (rows with prompt/answer), every file also gets a task score (edgetune.evaluate, `match` rule),
     so `auto` can be judged on the task as well as on KL divergence.
     """
-    from edgetune.merge import load_run_config, merge, update_report
+    from edgetune.merge import merge
+    from edgetune.runs import load_run_config, update_report
     from edgetune.tokenizer import load_tokenizer
 
     from .gguf_convert import convert
@@ -175,7 +176,7 @@ def disk_plan_for(run_dir: Path, cfg, quants: list[str], keep_f16: bool, auto: b
     import json
 
     from edgetune import models
-    from edgetune.merge import local_checkpoint
+    from edgetune.models import local_checkpoint
 
     from .disk_plan import checkpoint_params, plan_gguf_export
     from .verify import GENERIC_TEXTS, MAX_TEXT_TOKENS

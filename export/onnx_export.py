@@ -133,7 +133,8 @@ def remove_stale_temps(folder: Path) -> None:
 def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool = True) -> list[dict]:
     """Export RUN_DIR's merged model to each ONNX variant in RUN_DIR/onnx/<variant>/, verified; returns one result
     per variant (path, size, and with `verify` top-1/KLD/stop-at-EOS). fp32 must match the HF model (ExportError)."""
-    from edgetune.merge import merge, update_report
+    from edgetune.merge import merge
+    from edgetune.runs import update_report
 
     t0 = time.time()
     wanted = normalise_variants(variants)
@@ -173,7 +174,7 @@ def refuse_unsupported(run_dir: Path) -> None:
         config = json.loads(merged.read_text(encoding="utf-8"))
     else:
         from edgetune import models, preflight
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         cfg = load_run_config(run_dir)
         resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code)

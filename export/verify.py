@@ -393,7 +393,7 @@ def _heldout_conversations(path: Path, n: int, sink) -> list[list[dict]]:
 
     fraction, seed = 0.0, 42
     if (path / runs.CONFIG).is_file():
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         cfg = load_run_config(path)
         data_cfg, fraction, seed = cfg.data, cfg.data.eval_fraction, cfg.train.seed

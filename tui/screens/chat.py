@@ -62,7 +62,7 @@ class ChatScreen(RunScreen):
 
         heavy_imports()
         from edgetune.chat import open_chat
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         try:
             cfg = load_run_config(run_dir)

@@ -154,7 +154,7 @@ class TrainScreen(Screen):
 
     # --- reopening a run --------------------------------------------------------------------------------------
     def on_run_opened(self, message: RunOpened) -> None:
-        from edgetune.merge import load_run_config
+        from edgetune.runs import load_run_config
 
         try:
             self.cfg = load_run_config(message.run_dir)
