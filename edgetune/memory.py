@@ -1,13 +1,24 @@
-"""Memory estimate for LoRA/QLoRA training, and fitting batch size to a budget.
+"""Memory estimate for LoRA/QLoRA training and the plan that fits a run to the machine: `plan()` is the one place
+that knows each method's batch rules (what TRL accepts) and how much a step holds; the CLI (edgetune.train) and the
+TUI's setup screen both show what it returns.
 
 Rough but honest arithmetic (weights + adapter/optimizer + activations + logits + runtime overhead); printed before
 training so a user on a 6-8 GB card sees an OOM coming before minutes of loading.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import gcd
 
 GB = 1024**3
+# Per token and hidden unit, a transformer layer keeps 34 bytes for backward in 16-bit, i.e. 17 values (Korthikanti
+# et al. 2022, no recomputation; attention scores excluded: SDPA/flash keep none). Measured on SmolLM2 in fp32 with
+# torch's saved-tensor hooks: 17.5 values. Each value then costs `compute_bytes` once.
+ACT_VALUES = 17
+# glibc keeps a training step's freed temporaries in its heap (they sit between live tensors), so on CPU peak RSS
+# per token is 1.3-1.55x what autograd holds (measured, SmolLM2 fp32; with a fixed mmap threshold it is 1.0x).
+# benchmarks/plan_accuracy.py compares the whole estimate with the measured peak.
+CPU_HEAP_SLACK = 1.4
 
 
 @dataclass
@@ -19,6 +30,7 @@ class ModelShape:
     intermediate: int
     embed_params: int  # embeddings + lm_head (kept in 16-bit by 4-bit loaders)
     tied: bool = False
+    kv_hidden: int = 0  # key/value width per layer (heads x head_dim; smaller with GQA); 0 = hidden
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
@@ -32,9 +44,12 @@ class ModelShape:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         hidden, vocab = text.hidden_size, text.vocab_size
         tied = bool(getattr(text, "tie_word_embeddings", False))
+        heads = getattr(text, "num_attention_heads", 0) or 1
+        head_dim = getattr(text, "head_dim", None) or hidden // heads
+        kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
         return cls(n_params=n, hidden=hidden, layers=text.num_hidden_layers, vocab=vocab,
                    intermediate=getattr(text, "intermediate_size", 4 * hidden),
-                   embed_params=vocab * hidden * (1 if tied else 2), tied=tied)
+                   embed_params=vocab * hidden * (1 if tied else 2), tied=tied, kv_hidden=kv)
 
 
 @dataclass
@@ -67,8 +82,11 @@ def lora_params(shape: ModelShape, r: int, n_targets: int) -> int:
     return shape.layers * n_targets * r * (shape.hidden + (shape.hidden + shape.intermediate) // 2)
 
 
-def estimate(shape: ModelShape, *, r: int, n_targets: int, batch: int, seq: int, load_in_4bit: bool,
-             checkpointing: bool, compute_bytes: int, device: str, eight_bit_optim: bool = False) -> MemoryEstimate:
+def estimate(shape: ModelShape, *, r: int, n_targets: int, sequences: int, seq: int, load_in_4bit: bool,
+             checkpointing: bool, compute_bytes: int, device: str, eight_bit_optim: bool = False,
+             cache_sequences: int = 0) -> MemoryEstimate:
+    """Peak memory of one training step over `sequences` sequences of `seq` tokens. `cache_sequences`: sequences
+    generated at once without gradients before the step (GRPO): their KV cache is the peak when it is larger."""
     body = shape.n_params - shape.embed_params
     if load_in_4bit:  # NF4 + double-quant ~0.53 B/param; embeddings and lm_head stay in compute dtype
         weights = body * 0.53 + shape.embed_params * compute_bytes
@@ -76,21 +94,154 @@ def estimate(shape: ModelShape, *, r: int, n_targets: int, batch: int, seq: int,
         weights = shape.n_params * compute_bytes
     lp = lora_params(shape, r, n_targets)
     adapter = lp * (4 + 4 + (2 if eight_bit_optim else 8))  # fp32 weight + grad + Adam moments
-    tokens = batch * seq
-    # Per layer, per token, in compute dtype: ~34 x hidden values kept for backward (Korthikanti et al.),
-    # attention scores excluded (SDPA/flash do not store them). Checkpointing keeps only each layer's input.
-    per_layer = tokens * shape.hidden * compute_bytes * (2 if checkpointing else 34)
-    recompute = 0 if not checkpointing else tokens * shape.hidden * compute_bytes * 34
-    activations = shape.layers * per_layer + recompute
-    logits = tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
-    overhead = 0.6 * GB if device == "cuda" else 0.4 * GB
+    tokens = sequences * seq
+    token_layer = tokens * shape.hidden * compute_bytes  # one value per token and hidden unit, every layer
+    # bytes = layers x tokens x hidden x ACT_VALUES x compute_bytes; checkpointing keeps each layer's input (1 value)
+    # and recomputes one layer at a time in backward (ACT_VALUES, once).
+    if checkpointing:
+        activations = token_layer * (shape.layers + ACT_VALUES)
+    else:
+        activations = token_layer * shape.layers * ACT_VALUES
+    # Logits in compute dtype and the fp32 log-softmax the loss keeps, plus both their gradients in backward.
+    logits = tokens * shape.vocab * (2 * compute_bytes + 8)
+    if cache_sequences:  # keys and values of every layer for the whole generation batch, in compute dtype
+        kv_cache = 2 * shape.layers * (shape.kv_hidden or shape.hidden) * cache_sequences * seq * compute_bytes
+        activations = max(activations, kv_cache)
+    if device != "cuda":
+        activations, logits = activations * CPU_HEAP_SLACK, logits * CPU_HEAP_SLACK
+    overhead = 0.6 * GB  # CUDA context and kernels; on CPU torch + transformers + TRL imported (measured 0.5-0.6)
     return MemoryEstimate(weights / GB, adapter / GB, activations / GB, logits / GB, overhead / GB, device)
 
 
-def fit_batch(make_estimate, batch: int, grad_accum: int, budget_gb: float) -> tuple[int, int, MemoryEstimate]:
-    """Halve the batch (doubling accumulation, so the effective batch stays) until the estimate fits the budget."""
-    est = make_estimate(batch)
-    while est.total_gb > budget_gb and batch > 1:
-        batch, grad_accum = batch // 2, grad_accum * 2
-        est = make_estimate(batch)
-    return batch, grad_accum, est
+def fit_batch(make_estimate, batch: int, grad_accum: int, budget_gb: float,
+              min_batch: int = 1) -> tuple[int, int, MemoryEstimate]:
+    """The largest per-device batch that fits the budget among those that keep the effective batch (batch x
+    accumulation) exactly, i.e. its divisors, and no smaller than `min_batch`; the smallest one when none fits."""
+    effective = batch * grad_accum
+    for b in sorted((d for d in divisors(effective) if min_batch <= d <= batch), reverse=True):
+        est = make_estimate(b)
+        if est.total_gb <= budget_gb:
+            break
+    return b, effective // b, est
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# --- the plan: method rules + estimate + fit, shared by the CLI and the TUI --------------------------------------
+
+PROMPT_TOKENS_GUESS = 256  # GRPO before its data is read: a prompt of this many tokens, plus the completion
+
+
+@dataclass(frozen=True)
+class MethodRule:
+    """What a method's TRL trainer accepts as a batch, and how many sequences an example puts through the model."""
+
+    sequences_per_example: int = 1  # with gradients, per example of the per-device batch
+    min_batch: int = 1  # the smallest per-device batch the trainer accepts
+    multiple: int = 1  # the effective batch (batch x accumulation) must be a multiple of this
+    why: str = ""  # the rule in words, for the note that says the batch changed
+
+
+def method_rule(m) -> MethodRule:
+    """`m` is a MethodConfig. The rules as TRL 1.15 enforces them (see tests/unit/test_memory_plan.py)."""
+    if m.name == "dpo":  # chosen and rejected run through the model together
+        return MethodRule(sequences_per_example=2)
+    if m.name == "kto":  # KTOTrainer raises at batch 1: its KL term pairs each completion with another of the batch
+        return MethodRule(min_batch=2, why="KTO needs at least 2 examples per device step (TRL pairs each "
+                                           "completion with another of the batch for its KL term)")
+    if m.name == "grpo":  # the batch counts completions; GRPOConfig: generation batch % num_generations == 0
+        g = max(1, m.num_generations)
+        return MethodRule(multiple=g, why=f"GRPO generates batch x accumulation completions at once, in whole "
+                                          f"groups of method.num_generations = {g}")
+    return MethodRule()
+
+
+def legal_batch(batch: int, grad_accum: int, rule: MethodRule) -> tuple[int, int]:
+    """The (batch, accumulation) nearest the asked one that the trainer accepts: the effective batch is kept when a
+    per-device batch allows it, else rounded up to the next one that does."""
+    batch, grad_accum = max(1, batch), max(1, grad_accum)  # the TUI plans while values are being typed
+    effective = -(-(batch * grad_accum) // rule.multiple) * rule.multiple  # whole GRPO groups
+    want = max(batch, rule.min_batch)
+    ok = [d for d in divisors(effective) if rule.min_batch <= d <= want]
+    if not ok:  # e.g. KTO at 1 x 3: no batch >= 2 divides 3, so round up to a multiple of both rules
+        step = rule.multiple * rule.min_batch // gcd(rule.multiple, rule.min_batch)
+        effective = -(-effective // step) * step
+        ok = [d for d in divisors(effective) if rule.min_batch <= d <= want]
+    return max(ok), effective // max(ok)
+
+
+def budget_gb(hw) -> float:
+    """What training may use: 92% of VRAM on CUDA, 80% of RAM on CPU (the rest is the desktop and the OS)."""
+    return hw.vram_gb * 0.92 if hw.device == "cuda" else hw.ram_gb * 0.8
+
+
+@dataclass
+class MemoryPlan:
+    method: str
+    batch: int  # per device step (GRPO: completions)
+    grad_accum: int
+    sequences: int  # sequences with gradients per device step
+    seq_len: int  # tokens per sequence
+    from_data: bool  # seq_len is the longest sequence of the data (else train.max_length or a guess)
+    budget_gb: float
+    estimate: MemoryEstimate | None  # None when the model's shape is unknown (the batch rules still apply)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (text, "info" | "warning"), in order
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch * self.grad_accum
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate is None or self.estimate.total_gb <= self.budget_gb
+
+
+def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = None) -> MemoryPlan:
+    """Batch, accumulation and memory estimate for training `cfg` (a RunConfig of one method) on `hw` (a Hardware)
+    at `precision` (anything with `.nbytes`). `longest`: tokens in the longest sequence of the data (batches pad to
+    it), else max_length is assumed. The batch is one the method's trainer accepts, shrunk (keeping the effective
+    batch) until the estimate fits the budget; `notes` say what changed and why."""
+    t, m = cfg.train, cfg.method
+    rule = method_rule(m)
+    if longest:
+        seq = longest
+    else:
+        seq = min(t.max_length, PROMPT_TOKENS_GUESS + m.max_completion_length) if m.name == "grpo" else t.max_length
+    budget, notes = budget_gb(hw), []
+
+    def note(text: str, level: str = "info") -> None:
+        notes.append((text, level))
+
+    batch, accum = legal_batch(t.batch_size, t.grad_accum, rule)
+    if (batch, accum) != (t.batch_size, t.grad_accum) and rule.why:  # (else a value < 1, which validation names)
+        asked = t.batch_size * t.grad_accum
+        kept = "same effective batch" if batch * accum == asked else f"effective batch {asked} -> {batch * accum}"
+        note(f"{rule.why}: using batch {batch} x accumulation {accum} instead of {t.batch_size} x {t.grad_accum} "
+             f"({kept})", "warning")
+    effective = batch * accum
+
+    def make(b: int) -> MemoryEstimate:
+        return estimate(shape, r=cfg.lora.r, n_targets=target_count(cfg.lora.target_modules),
+                        sequences=b * rule.sequences_per_example, seq=seq, load_in_4bit=cfg.model.load_in_4bit,
+                        checkpointing=t.gradient_checkpointing, compute_bytes=precision.nbytes, device=hw.device,
+                        eight_bit_optim="8bit" in t.optimizer or (t.optimizer == "auto" and hw.device == "cuda"),
+                        cache_sequences=effective if m.name == "grpo" else 0)
+
+    est = None
+    if shape is not None:
+        fitted, accum_fitted, est = fit_batch(make, batch, accum, budget, rule.min_batch)
+        if fitted != batch:
+            note(f"batch {batch} x accumulation {accum} does not fit {budget:.1f} GB; using batch {fitted} x "
+                 f"accumulation {accum_fitted} (same effective batch)", "warning")
+        batch, accum = fitted, accum_fitted
+        what = {"dpo": " (chosen + rejected)", "grpo": f", {effective} completions generated at once"}.get(m.name, "")
+        longest_note = " (the longest in this data)" if longest else ""
+        n = batch * rule.sequences_per_example
+        note(f"{shape.n_params / 1e6:,.1f}M parameters; {n} sequence{'s' * (n != 1)} of {seq} tokens per step"
+             f"{longest_note}{what}: {est.describe()}")
+        if est.total_gb > budget:
+            note(f"the estimate exceeds the {budget:.1f} GB budget even at batch {batch}: lower train.max_length, "
+                 "enable model.load_in_4bit and train.gradient_checkpointing, or use a smaller model", "warning")
+    return MemoryPlan(m.name, batch, accum, batch * rule.sequences_per_example, seq, bool(longest), budget, est, notes)

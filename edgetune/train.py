@@ -45,42 +45,24 @@ def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
     return min(tokens, cfg.train.max_length) or None
 
 
-def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: int | None = None) -> None:
-    """Print the memory estimate; on CUDA shrink the batch (keeping the effective batch) to fit the card.
-    `longest`: tokens in the longest sequence of this data (see longest_sequence); else max_length is assumed."""
+def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: int | None = None):
+    """Print the memory plan and apply its batch: one the method's trainer accepts, shrunk to fit the machine
+    (keeping the effective batch); returns the MemoryPlan. `longest`: tokens in the longest sequence of this data
+    (see longest_sequence)."""
     from transformers import AutoConfig
 
-    from edgetune.memory import ModelShape, estimate, fit_batch, target_count
+    from edgetune.memory import ModelShape, plan
 
     try:
         shape = ModelShape.from_config(AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code))
-    except Exception as e:  # an estimate must never block training
+    except Exception as e:  # an estimate must never block training; the batch rules still apply
         sink(Note(f"memory estimate unavailable ({type(e).__name__})", "warning"))
-        return
-    t = cfg.train
-
-    def make(batch):
-        return estimate(shape, r=cfg.lora.r, n_targets=target_count(cfg.lora.target_modules), batch=seq_for(batch), seq=t_seq,
-                        load_in_4bit=cfg.model.load_in_4bit, checkpointing=t.gradient_checkpointing,
-                        compute_bytes=precision.nbytes, device=hw.device, eight_bit_optim=hw.device == "cuda")
-
-    m = cfg.method
-    if m.name == "grpo":  # a step holds batch completions of prompt + completion tokens, and generates them
-        seq_for = lambda batch: batch * max(1, m.num_generations // max(1, batch))  # noqa: E731
-        t_seq = longest or min(t.max_length, 256 + m.max_completion_length)
-    else:  # DPO runs chosen and rejected through the model: twice the sequences of SFT at the same batch
-        seq_for, t_seq = (lambda batch: batch * (2 if m.name == "dpo" else 1)), longest or t.max_length  # noqa: E731
-    budget = hw.vram_gb * 0.92 if hw.device == "cuda" else hw.ram_gb * 0.8
-    batch, accum, est = fit_batch(make, t.batch_size, t.grad_accum, budget)
-    if batch != t.batch_size:
-        sink(Note(f"batch {t.batch_size} x accumulation {t.grad_accum} does not fit {budget:.1f} GB; "
-                  f"using batch {batch} x accumulation {accum} (same effective batch)", "warning"))
-        t.batch_size, t.grad_accum = batch, accum
-    length = f"{t_seq} tokens per sequence (the longest in this data)" if longest else f"{t_seq} tokens per sequence"
-    sink(Note(f"{shape.n_params / 1e6:,.1f}M parameters; at {length}: {est.describe()}"))
-    if est.total_gb > budget:
-        sink(Note(f"the estimate exceeds the {budget:.1f} GB budget even at batch 1: lower train.max_length, "
-                  "enable model.load_in_4bit and train.gradient_checkpointing, or use a smaller model", "warning"))
+        shape = None
+    p = plan(cfg, shape, hw, precision, longest)
+    cfg.train.batch_size, cfg.train.grad_accum = p.batch, p.grad_accum
+    for text, level in p.notes:
+        sink(Note(text, level))
+    return p
 
 
 def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):

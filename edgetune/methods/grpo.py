@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgetune.config import RunConfig
 from edgetune.engines.base import Precision
+from edgetune.errors import ConfigError
 from edgetune.methods.sft import common_args
 
 
@@ -26,10 +27,12 @@ def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, output_di
     chosen = rewards.build(m.rewards, cfg)
     funcs = [rewards.guarded(r, m.on_reward_error, sink or null_sink) for r in chosen]
     args = common_args(cfg, output_dir, precision, False)
-    # TRL samples num_generations completions per prompt; the per-device batch counts completions and must be a
-    # multiple of the group size.
-    batch = max(m.num_generations, (args["per_device_train_batch_size"] // m.num_generations) * m.num_generations)
-    args.update(per_device_train_batch_size=batch, per_device_eval_batch_size=batch)
+    # The batch counts completions; TRL generates batch x accumulation of them at once, in whole groups of
+    # num_generations. edgetune.memory.plan chose such a batch (keeping the effective batch); say so if bypassed.
+    if (cfg.train.batch_size * cfg.train.grad_accum) % m.num_generations:
+        raise ConfigError([(f"`train.batch_size` x `train.grad_accum` = {cfg.train.batch_size} x {cfg.train.grad_accum} "
+                            f"is not a multiple of `method.num_generations` = {m.num_generations}")],
+                          hint="set them so their product is a multiple of it (`edgetune train` picks such a batch itself)")
     config = GRPOConfig(**args, beta=m.kl_beta, num_generations=m.num_generations,
                         max_completion_length=m.max_completion_length, temperature=m.temperature,
                         reward_weights=[r.weight for r in chosen])

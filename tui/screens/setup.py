@@ -22,7 +22,7 @@ from edgetune.tui.messages import ErrorRaised, HardwareDetected, ModelInspected,
 from edgetune.tui.screens.confirm import ConfirmScreen
 from edgetune.tui.widgets.data_preview import DataPreview
 from edgetune.tui.widgets.hardware_panel import HardwarePanel
-from edgetune.tui.widgets.memory_estimate import MemoryEstimateView, budget_gb
+from edgetune.tui.widgets.memory_estimate import MemoryEstimateView
 
 # (input id, label, config section, field, type)
 SETTINGS = (
@@ -38,14 +38,14 @@ METHOD_LABELS = {"sft": "SFT (chat examples)", "dpo": "DPO (chosen/rejected pair
                  "grpo": "GRPO (prompts + rewards)"}
 
 
-def method_batch_seq(method: str, batch: int, max_length: int, m) -> tuple[int, int]:
-    """Sequences per step and their length as edgetune.train.plan_memory counts them: DPO runs chosen and rejected
-    (twice the batch); GRPO holds num_generations completions of prompt + completion tokens."""
-    if method == "dpo":
-        return batch * 2, max_length
-    if method == "grpo":
-        return batch * max(1, m.num_generations // max(1, batch)), min(max_length, 256 + m.max_completion_length)
-    return batch, max_length
+def plan_for(profile: str, settings: dict, method: str, shape, hw):
+    """The memory plan `edgetune train` will make for these settings (edgetune.memory.plan, max_length assumed
+    until the data is read); ConfigError when a value is out of range or the precision does not suit `hw`."""
+    from edgetune.engines import choose_precision
+    from edgetune.memory import plan
+
+    cfg = C.resolve(None, {**settings, "method": {"name": method}}, profile=profile, check=False)
+    return plan(cfg, shape, hw, choose_precision(cfg.train.precision, hw))
 
 
 def field_row(label: str, widget) -> Horizontal:
@@ -203,22 +203,13 @@ class SetupScreen(Screen):
         hw, view = self.app.hardware, self.query_one(MemoryEstimateView)
         if self.shape is None or hw is None:
             return
-        from edgetune.memory import estimate, target_count
-
         try:
-            values = self.settings()
+            plans = [plan_for(self.profile, self.settings(), method, self.shape, hw)
+                     for method in self.stages() or [self.method()]]
         except ConfigError as e:
             view.show_pending(e.problems[0])
             return
-        cfg = C.resolve(None, {}, profile=self.profile, check=False)
-        batch, seq = method_batch_seq(self.method(), values["train"]["batch_size"], values["train"]["max_length"],
-                                      cfg.method)
-        est = estimate(self.shape, r=values["lora"]["r"], n_targets=target_count(cfg.lora.target_modules),
-                       batch=batch, seq=seq,
-                       load_in_4bit=cfg.model.load_in_4bit, checkpointing=cfg.train.gradient_checkpointing,
-                       compute_bytes=2 if hw.device == "cuda" else 4, device=hw.device,
-                       eight_bit_optim=hw.device == "cuda")
-        view.show(est, budget_gb(hw), self.shape.n_params)
+        view.show(max(plans, key=lambda p: p.estimate.total_gb), self.shape.n_params)  # a staged run's peak stage
 
     # --- method ----------------------------------------------------------------------------------------------
     def method(self) -> str:

@@ -1,0 +1,208 @@
+"""edgetune.memory.plan: the arithmetic counts each unit once, each method's batch is one its TRL trainer accepts
+(checked against TRL itself where TRL checks without a model), the effective batch survives fitting, and the CLI
+and the TUI's setup screen get the same plan."""
+import json
+
+import pytest
+
+from edgetune import config as C
+from edgetune.engines import choose_precision
+from edgetune.events import Collect, Note
+from edgetune.hardware import Hardware
+from edgetune.memory import (GB, MethodRule, ModelShape, divisors, estimate, fit_batch, legal_batch, method_rule,
+                             plan)
+
+# SmolLM2-135M's numbers (as tests/tui pins them), plus its GQA key/value width
+SHAPE = ModelShape(n_params=134_515_008, hidden=576, layers=30, vocab=49152, intermediate=1536,
+                   embed_params=49152 * 576, tied=True, kv_hidden=192)
+CPU = Hardware(device="cpu", cpu_cores=8, ram_gb=32.0)
+
+
+def gpu(vram_gb: float) -> Hardware:
+    return Hardware(device="cuda", gpu_name="test", vram_gb=vram_gb, bf16=True, ram_gb=16.0)
+
+
+def cfg(profile: str = "cpu", method: str = "sft", **train) -> C.RunConfig:
+    return C.resolve(None, {"method": {"name": method}, "train": train}, profile=profile, check=False)
+
+
+def plan_on(c: C.RunConfig, hw: Hardware, shape=SHAPE, longest=None):
+    return plan(c, shape, hw, choose_precision(c.train.precision, hw), longest)
+
+
+# --- the estimate's arithmetic -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_activations_count_each_byte_once(checkpointing):
+    """Korthikanti et al.: 34 bytes per token and hidden unit per layer in 16-bit (17 values of 2 bytes), not 34
+    values of 2 bytes; with full recomputation 2 bytes (the layer input) per layer plus one layer recomputed."""
+    tokens = 2 * 512
+    est = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=True, checkpointing=checkpointing,
+                   compute_bytes=2, device="cuda")
+    per_layer = 2 if checkpointing else 34
+    expected = SHAPE.layers * tokens * SHAPE.hidden * per_layer + (tokens * SHAPE.hidden * 34 if checkpointing else 0)
+    assert est.activations_gb * GB == pytest.approx(expected)
+    fp32 = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=True, checkpointing=checkpointing,
+                    compute_bytes=4, device="cuda")
+    assert fp32.activations_gb == pytest.approx(2 * est.activations_gb)  # values x 4 bytes, once
+
+
+def test_grpo_estimate_follows_the_batch():
+    """GRPO's per-device batch counts completions: fewer per step, less memory (the old estimate held
+    num_generations sequences whatever the batch)."""
+    one = plan_on(cfg("cpu", "grpo", batch_size=1, grad_accum=4), CPU)
+    four = plan_on(cfg("cpu", "grpo", batch_size=4, grad_accum=1), CPU)
+    assert (one.sequences, four.sequences) == (1, 4)
+    assert one.estimate.total_gb < four.estimate.total_gb
+    assert one.effective_batch == four.effective_batch == 4
+
+
+def test_grpo_generation_cache_counts_when_it_is_the_peak():
+    """TRL generates batch x accumulation completions at once (no gradients): their KV cache can outgrow a step."""
+    c = cfg("gpu-24gb", "grpo", batch_size=1, grad_accum=64)
+    c.method.max_completion_length = 1024
+    p = plan_on(c, gpu(80))
+    kv = 2 * SHAPE.layers * SHAPE.kv_hidden * 64 * p.seq_len * 2
+    assert p.estimate.activations_gb * GB == pytest.approx(kv)
+
+
+# --- the batch rules, checked against TRL --------------------------------------------------------------------------
+
+def grpo_config(batch: int, accum: int, generations: int, tmp_path):
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                      num_generations=generations, use_cpu=True, bf16=False, report_to="none")
+
+
+@pytest.mark.parametrize("batch,accum,generations", [(1, 8, 4), (3, 1, 4), (6, 1, 4), (8, 1, 4), (2, 3, 4), (5, 2, 3)])
+def test_grpo_batch_is_one_trl_accepts(batch, accum, generations, tmp_path):
+    b, a = legal_batch(batch, accum, MethodRule(multiple=generations))
+    assert (b * a) % generations == 0 and b <= max(batch, 1)
+    if (batch * accum) % generations == 0:
+        assert b * a == batch * accum and b == batch  # already valid: untouched
+    args = grpo_config(b, a, generations, tmp_path)  # raises when TRL would refuse it
+    assert args.generation_batch_size == b * a
+
+
+def test_grpo_fit_keeps_the_effective_batch_and_whole_groups(tmp_path, monkeypatch):
+    """A card too small for the asked batch: the batch shrinks, accumulation grows, batch x accumulation stays 8 (a
+    multiple of num_generations) and TRL accepts the result. The old fit took 8 x 1 to 1 x 8, and the GRPO builder
+    then rounded the batch back up to 4: 4 x 8 = 32 completions per step."""
+    c = cfg("gpu-6gb", "grpo", batch_size=8, grad_accum=1, max_length=1024, gradient_checkpointing=False)
+    c.method.max_completion_length = 768
+    small = plan_on(c, gpu(2.5))
+    assert small.batch < 8 and small.effective_batch == 8 and small.effective_batch % c.method.num_generations == 0
+    assert any("does not fit" in text for text, _ in small.notes)
+    assert grpo_config(small.batch, small.grad_accum, c.method.num_generations, tmp_path).generation_batch_size == 8
+    c.train.batch_size, c.train.grad_accum = small.batch, small.grad_accum
+    from edgetune.methods import grpo
+
+    assert grpo_build_args(grpo, c, tmp_path, monkeypatch) == (small.batch, small.grad_accum)  # what TRL gets, unchanged
+
+
+def grpo_build_args(grpo, c, tmp_path, monkeypatch):
+    """The batch grpo.build_trainer hands to TRL (its trainer swapped for a recorder: no model needed)."""
+    import trl
+
+    from edgetune.engines.base import Precision
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, args, **_):
+            seen["args"] = args
+
+        def remove_callback(self, _):
+            pass
+
+    monkeypatch.setattr(trl, "GRPOTrainer", Recorder)
+    grpo.build_trainer(None, None, None, None, c, tmp_path, Precision("fp32", "cpu"), [])
+    return seen["args"].per_device_train_batch_size, seen["args"].gradient_accumulation_steps
+
+
+def test_fit_batch_keeps_an_effective_batch_that_halving_would_break():
+    """6 x 1 halved gives 3 x 2 then 1 x 4 (4 examples per step, not 6); the divisors of 6 keep it."""
+    sizes = []
+
+    def make(b):
+        sizes.append(b)
+        return estimate(SHAPE, r=8, n_targets=7, sequences=b, seq=1024, load_in_4bit=False, checkpointing=False,
+                        compute_bytes=4, device="cpu")
+
+    b, a, _ = fit_batch(make, 6, 1, make(2).total_gb + 0.01)
+    assert (b, a) == (2, 3) and sizes[1:] == [6, 3, 2]
+
+
+@pytest.mark.parametrize("profile", C.list_profiles())
+def test_kto_from_every_profile_gets_a_batch_trl_accepts(profile):
+    """KTOTrainer raises at per_device_train_batch_size <= 1 (its KL term); gpu-6gb sets 1 x 8: 2 x 4 keeps 8."""
+    c = cfg(profile, "kto")
+    asked = c.train.batch_size * c.train.grad_accum
+    hw = CPU if profile == "cpu" else gpu(float(profile.split("-")[1][:-2]))
+    p = plan_on(c, hw)
+    assert p.batch >= 2 and p.effective_batch == asked
+    assert plan(c, None, hw, choose_precision("auto", hw)).batch >= 2  # no shape, no estimate: the rule still holds
+
+
+def test_kto_rule_matches_trl():
+    import inspect
+
+    from trl.trainer import kto_trainer
+
+    assert "per_device_train_batch_size <= 1" in inspect.getsource(kto_trainer.KTOTrainer.__init__)
+    assert method_rule(C.MethodConfig(name="kto")).min_batch == 2
+    assert legal_batch(1, 1, method_rule(C.MethodConfig(name="kto"))) == (2, 1)  # odd: rounded up, said in a note
+    assert legal_batch(1, 3, method_rule(C.MethodConfig(name="kto"))) == (2, 2)
+
+
+def test_kto_trains_at_a_profile_batch_of_one(tiny_model_dir, tmp_path):
+    """gpu-6gb's batch 1 (here on CPU): TRL raised before the plan applied the rule; now it trains at 2 x 2."""
+    from edgetune.train import train
+
+    rows = [{"prompt": f"Say {i}", "completion": ("Arr! " if i % 2 else "No ") + str(i), "label": bool(i % 2)}
+            for i in range(12)]
+    data = tmp_path / "kto.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    c = C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False}, "data": {"path": str(data)},
+                         "run_dir": str(tmp_path / "run"), "method": {"name": "kto"},
+                         "train": {"max_steps": 1, "batch_size": 1, "grad_accum": 4}}, profile="cpu")
+    events = Collect()
+    assert train(c, events).steps == 1
+    saved = C.resolve(tmp_path / "run" / "config.toml", check=False)
+    assert (saved.train.batch_size, saved.train.grad_accum) == (2, 2)
+    assert any("KTO needs at least 2" in n.text for n in events.of(Note))
+
+
+def test_dpo_counts_chosen_and_rejected():
+    sft, dpo = plan_on(cfg("cpu", "sft"), CPU), plan_on(cfg("cpu", "dpo"), CPU)
+    assert dpo.sequences == 2 * sft.sequences and dpo.estimate.activations_gb == pytest.approx(2 * sft.estimate.activations_gb)
+
+
+def test_divisors():
+    assert divisors(12) == [1, 2, 3, 4, 6, 12] and divisors(1) == [1]
+
+
+# --- one plan for the CLI and the TUI --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", C.METHODS)
+@pytest.mark.parametrize("profile,hw", [("cpu", CPU), ("gpu-6gb", gpu(6)), ("gpu-8gb", gpu(3))])
+def test_cli_and_tui_get_the_same_plan(tiny_model_dir, tmp_path, method, profile, hw):
+    """The TUI plans from the profile and its settings inputs; `edgetune train` from the resolved config and the
+    model's config.json. Same inputs, same plan (batch, accumulation, estimate and every note)."""
+    from edgetune.tui.screens.setup import plan_for
+    from transformers import AutoConfig
+
+    from edgetune.train import plan_memory
+
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(tiny_model_dir))
+    settings = {"train": {"max_steps": 10, "learning_rate": 2e-4, "batch_size": 3, "max_length": 4096},
+                "lora": {"r": 8}}
+    tui = plan_for(profile, settings, method, shape, hw)
+    c = C.resolve(None, {**settings, "method": {"name": method}, "model": {"ref": str(tiny_model_dir)},
+                         "data": {"path": "d.jsonl"}}, profile=profile)
+    events = Collect()
+    cli = plan_memory(c, str(tiny_model_dir), hw, choose_precision(c.train.precision, hw), events)
+    assert cli == tui
+    assert [(n.text, n.level) for n in events.of(Note)] == tui.notes
+    assert (c.train.batch_size, c.train.grad_accum) == (cli.batch, cli.grad_accum)  # the CLI applies it
