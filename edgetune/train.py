@@ -24,6 +24,10 @@ class TrainResult:
     seconds: float
 
 
+CALIBRATION_ROWS = 32  # training texts the importance matrix runs over
+HELDOUT_ROWS = 6  # held-out texts export verification compares on (beside generic ones)
+
+
 def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
     """Tokens in the longest sequence a step can hold, from the data itself: batches pad to their longest row, so
     the peak follows that, not `train.max_length`. GRPO: the longest prompt plus `method.max_completion_length`.
@@ -65,7 +69,7 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: i
     return p
 
 
-def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):
+def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink, tokenizer=None):
     """Preference (dpo, kto) or prompt/answer (grpo) rows, checked with file:line problems."""
     from datasets import Dataset
 
@@ -80,11 +84,16 @@ def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink):
     sink(Note(f"data: {len(rows)} {cfg.method.name} rows, {len(problems)} rejected"))
     for p in problems[:5]:
         sink(Note(f"skipped {p}", "warning"))
-    ds = Dataset.from_list(rows)
+    ds, eval_ds = Dataset.from_list(rows), None
     if cfg.data.eval_fraction > 0 and len(ds) >= 10 and cfg.method.name != "grpo":
         split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
-        return split["train"], split["test"]
-    return ds, None
+        ds, eval_ds = split["train"], split["test"]
+    if tokenizer is not None:
+        def render(r):
+            reply = r.get("chosen") or r.get("completion") or [{"role": "assistant", "content": r.get("answer", "")}]
+            return tokenizer.apply_chat_template(r["prompt"] + reply, tokenize=False)
+        write_later_texts(run_dir, [render(r) for r in ds], [render(r) for r in eval_ds] if eval_ds else None)
+    return ds, eval_ds
 
 
 def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
@@ -93,7 +102,7 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
 
     if cfg.method.name != "sft":  # TRL renders these rows itself: no loss mask of ours to check
         install_chat_template(tokenizer, cfg.model.chat_template)
-        return prepare_method_rows(cfg, run_dir, sink)
+        return prepare_method_rows(cfg, run_dir, sink, tokenizer)
     ensure_chat_template(tokenizer, cfg.model.chat_template)
     ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
     runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
@@ -108,7 +117,22 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     if cfg.data.eval_fraction > 0 and len(ds) >= 10:
         split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
         ds, eval_ds = split["train"], split["test"]
+
+    def decode(d):
+        return [tokenizer.decode(ids) for ids in d["input_ids"]]
+    write_later_texts(run_dir, decode(ds), decode(eval_ds) if eval_ds is not None else None)
     return ds, eval_ds
+
+
+def write_later_texts(run_dir: Path, train_texts: list[str], heldout: list[str] | None) -> None:
+    """What later stages read instead of re-deriving the split: the held-out texts exactly as training held them out
+    (verification compares on them), and an even sample of training texts (the importance matrix's calibration)."""
+    step = max(1, len(train_texts) // CALIBRATION_ROWS)
+    runs.write_texts(run_dir, runs.CALIBRATION, train_texts[::step][:CALIBRATION_ROWS])
+    if heldout:
+        runs.write_texts(run_dir, runs.HELDOUT, heldout[:HELDOUT_ROWS])
+    else:
+        (Path(run_dir) / runs.HELDOUT).unlink(missing_ok=True)
 
 
 def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) -> TrainResult:
@@ -136,7 +160,7 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
                           hint="start without --resume; checkpoints are written every train.save_steps steps")
     if not resume and ckpt is not None:
         raise RunDirError(f"{run_dir} already holds checkpoints (latest {ckpt.name})",
-                          hint=f"continue it with --resume, or pick a new --run-dir")
+                          hint="continue it with --resume, or pick a new --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     sink(StageStarted("plan"))

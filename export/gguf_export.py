@@ -36,11 +36,15 @@ def file_name(name: str, qtype: str) -> str:
 
 
 def calibration_texts(run_dir: Path, tokenizer, n: int = CALIBRATION_ROWS) -> list[str]:
-    """The run's own training conversations, rendered with the chat template (what the model will see)."""
+    """The training texts the run left for this (runs.CALIBRATION); for older runs, the run's conversations
+    rendered with the chat template (what the model will see)."""
     from edgetune.data import load_conversations
     from edgetune.data.template import render
     from edgetune.runs import load_run_config
 
+    texts = runs.read_texts(run_dir, runs.CALIBRATION)
+    if texts is not None:
+        return texts[:n]
     cfg = load_run_config(run_dir)
     try:
         convs, _, _ = load_conversations(cfg.data)

@@ -378,6 +378,14 @@ def heldout_texts(run_dir_or_data, tokenizer, n: int = 6, sink=null_sink) -> lis
 
     if run_dir_or_data is None:
         return list(GENERIC_TEXTS)
+    from edgetune import runs
+
+    held = runs.read_texts(Path(run_dir_or_data), runs.HELDOUT)  # exactly what training held out
+    if held is None and (trained := runs.read_texts(Path(run_dir_or_data), runs.CALIBRATION)) is not None:
+        sink(Note("the run has no eval split (data.eval_fraction = 0); comparing on training rows", level="warning"))
+        held = trained
+    if held is not None:
+        return held[:n] + list(GENERIC_TEXTS)
     try:
         convs = _heldout_conversations(Path(run_dir_or_data), n, sink)
     except DataError as e:  # the data moved since training: verify on the generic texts rather than not at all
