@@ -38,6 +38,7 @@ TIE_NATS = {"f32": 0.01, "f16": 0.01, "bf16": 0.05}
 CHAT_MAX_TOKENS = 96
 MAX_TEXT_TOKENS = 256  # per comparison text: enough context, bounded cost (positions x vocab floats cached)
 SEED = 0
+COMPARE_ROWS = 32  # positions compared at a time
 LOGITS_BYTES = 256 * 1024**2  # fp32 logits of one reference batch: 512 tokens of a 128k vocab
 
 # Tokenizer round-trip set: scripts, emoji (incl. ZWJ sequences and skin tones), code, JSON, numbers, inline
@@ -323,15 +324,17 @@ def compare_logits(logits_fn, ref: HFReference, texts: list[str], tie_nats: floa
         ids, hf = ref.logprobs(text)
         if not ids:
             continue
-        ours = _log_softmax(np.asarray(logits_fn(ids), dtype=np.float64))
-        hf = hf.astype(np.float64)
-        ours_top, hf_top = ours.argmax(-1), hf.argmax(-1)
-        rows = np.arange(len(ids))
-        agree += int((ours_top == hf_top).sum())
-        agree_ties += int((hf[rows, hf_top] - hf[rows, ours_top] <= tie_nats).sum())
-        per_position = (np.exp(hf) * (hf - ours)).sum(-1)
-        kld_sum += float(per_position.sum())
-        kld_max = max(kld_max, float(per_position.max()))
+        logits = logits_fn(ids)
+        for a in range(0, len(ids), COMPARE_ROWS):  # float64 work in slices: 4 copies of [T x 128k] would be 1 GB
+            ours = _log_softmax(np.asarray(logits[a:a + COMPARE_ROWS], dtype=np.float64))
+            ref_rows = hf[a:a + COMPARE_ROWS].astype(np.float64)
+            ours_top, hf_top = ours.argmax(-1), ref_rows.argmax(-1)
+            rows = np.arange(len(ours))
+            agree += int((ours_top == hf_top).sum())
+            agree_ties += int((ref_rows[rows, hf_top] - ref_rows[rows, ours_top] <= tie_nats).sum())
+            per_position = (np.exp(ref_rows) * (ref_rows - ours)).sum(-1)
+            kld_sum += float(per_position.sum())
+            kld_max = max(kld_max, float(per_position.max()))
         positions += len(ids)
         sink(Progress("verify", i + 1, len(texts), "logits"))
     if not positions:
