@@ -32,7 +32,8 @@ def _merge_section(merge: dict) -> list[str]:
     lines = ["## Merge", ""]
     for key, label in (("merged_dir", "merged model"), ("dtype", "dtype"),
                        ("max_logit_diff", "largest logit difference vs base+adapter"),
-                       ("mean_logit_diff", "mean logit difference"), ("seconds", "seconds")):
+                       ("mean_logit_diff", "mean logit difference"), ("seconds", "seconds"),
+                       ("check", "how the difference was computed")):
         if key in merge:
             lines.append(f"- {label}: {_fmt(merge[key])}")
     return lines + [""]
@@ -54,7 +55,10 @@ def _export_section(export) -> list[str]:
     lines += ["", "top-1: share of positions where llama.cpp's most likely next token is the HF model's; "
               "KLD: mean KL(HF || GGUF) per position (0 = identical). Full-precision files must stay within "
               "1e-4 mean and 1e-2 at any position (top-1 may dip on near-ties); quantized files trade accuracy for "
-              "size.", ""]
+              "size. How: the merged model's next-token log-probs on the run's held-out texts (heldout.jsonl) and "
+              "generic texts come from transformers in fp32, run layer by layer from the safetensors files; each "
+              "GGUF's logits come from llama.cpp (f32 KV cache) on the same token ids; the chat check is greedy "
+              "llama.cpp chat with the file's own template.", ""]
     for r in results:
         problems = r.get("failures") or []
         if problems:
