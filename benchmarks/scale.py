@@ -1,7 +1,7 @@
 """Memory and time per stage at real sizes: Llama-3.2-1B- and 3B-shaped checkpoints with random weights (bf16
 safetensors, the embedded SmolLM2 tokenizer), each stage through the CLI as a user runs it:
 
-    train (QLoRA, a few steps) -> merge -> export --gguf q4_k_m (imatrix + verification) -> eval
+    train (QLoRA: --4bit, a few steps) -> merge -> export --gguf q4_k_m (imatrix + verification) -> eval
 
 Per stage it prints wall time, peak RSS (the kernel's high-water mark, /usr/bin/time -v) and the peak of anonymous
 memory (sampled from /proc: what must fit in RAM; the rest of RSS is file pages that llama.cpp maps from the GGUF and
@@ -104,18 +104,20 @@ class Peak:
         self.thread.join()
 
 
-def stage(args: list[str], env: dict | None = None) -> dict:
-    """Run `edgetune ARGS` under /usr/bin/time -v; wall seconds, peak RSS (GB), peak anonymous memory, stdout."""
+def stage(args: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run `edgetune ARGS` under /usr/bin/time -v; wall seconds, peak RSS (GB), peak anonymous memory, output.
+    cwd must not be the repository: `python -m` puts the cwd first on sys.path, which would shadow --code."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "edgetune.cli", *map(str, args)]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     peak = Peak(proc.pid)
     out, err = proc.communicate()
     peak.stop()
     if proc.returncode != 0:
         raise SystemExit(f"edgetune {' '.join(map(str, args))} failed:\n{out[-2000:]}\n{err[-4000:]}")
     hwm = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) * 1024
-    return {"seconds": time.time() - t0, "peak_rss_gb": hwm / 1e9, "peak_anon_gb": peak.anon / 1e9, "out": out}
+    return {"seconds": time.time() - t0, "peak_rss_gb": hwm / 1e9, "peak_anon_gb": peak.anon / 1e9,
+            "out": " ".join((out + err).split())}
 
 
 def baseline_env(rev: str, root: Path) -> dict:  # also --code: the code under test as committed
@@ -139,9 +141,9 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
     run = root / f"run-{size}"
     rows = {}
     rows["train"] = stage(["train", "--model", model, "--data", data, "--max-steps", steps, "--run-dir", run,
-                           "--name", f"scale-{size}"], env)
-    plan = re.search(r"estimated peak RAM ([\d.]+) GB", rows["train"]["out"])
-    rows["train"]["plan_gb"] = float(plan.group(1)) if plan else None
+                           "--name", f"scale-{size}", "--4bit"], env, root)
+    plan = re.search(r"estimated peak RAM ([\d.]+) GB", rows["train"]["out"])  # GiB (edgetune.memory.GB)
+    rows["train"]["plan_gb"] = float(plan.group(1)) * 1024**3 / 1e9 if plan else None
     print(f"[{size}] train done", flush=True)
     variants = [("", env)] + ([(f" @{baseline}", baseline_env(baseline, root))] if baseline else [])
     for label, env in variants:
@@ -149,10 +151,10 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
             if name == "merge":
                 shutil.rmtree(run / "merged", ignore_errors=True)
                 shutil.rmtree(run / "gguf", ignore_errors=True)
-            rows[name + label] = stage(args, env)
+            rows[name + label] = stage(args, env, root)
             print(f"[{size}] {name}{label} done", flush=True)
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
-                          "--max-tokens", "16"], env)
+                          "--max-tokens", "16"], env, root)
     return rows
 
 
