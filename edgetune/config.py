@@ -106,7 +106,7 @@ class TrainConfig:
 @dataclass
 class ExportConfig:
     gguf: list[str] = opt(["q4_k_m"], "GGUF types to export (f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_k_s, q3_k_m, q2_k).", factory=True)
-    merge_dtype: str = opt("auto", "Dtype of the merged checkpoint: `auto` (bf16 if the base was bf16, else fp16), fp16, bf16, fp32.", ("auto", "fp16", "bf16", "fp32"))
+    merge_dtype: str = opt("auto", "Dtype of the merged checkpoint: `auto` (fp16, the F16 GGUF's precision; bf16 if a weight exceeds fp16's range), fp16, bf16, fp32.", ("auto", "fp16", "bf16", "fp32"))
     imatrix: bool = opt(True, "Quantize 5-bit and smaller types with an importance matrix computed from the run's own data.")
     max_kld: float = opt(0.1, "With `gguf = [\"auto\"]`: keep the smallest type whose mean KL divergence to the merged model stays below this.")
     keep_f16: bool = opt(False, "Keep the intermediate F16 GGUF even when f16 was not requested.")

@@ -7,7 +7,6 @@ the largest logit difference between the saved merged model and base + unmerged 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,11 +34,11 @@ class MergeResult:
     check: str = ""
 
 
-def merge_dtype(choice: str, base_dir: Path) -> str:
-    if choice != "auto":
-        return choice
-    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
-    return "bf16" if "bfloat16" in str(config.get("dtype") or config.get("torch_dtype") or "") else "fp16"
+def merge_dtype(choice: str) -> str:
+    """auto: fp16, the precision of the F16 GGUF made from it (bf16 would round the merged weights to 8 mantissa bits
+    before the GGUF's 11: measured on a Llama-3.2-1B shape, largest merge logit difference 0.46 in bf16 vs 0.009 in
+    fp16); merge() falls back to bf16 when a weight does not fit fp16's range."""
+    return "fp16" if choice == "auto" else choice
 
 
 def check_inputs(tokenizer):
@@ -56,11 +55,10 @@ def check_inputs(tokenizer):
 
 
 def merge(run_dir: Path, sink=null_sink) -> MergeResult:
-    import torch
 
     from edgetune import hardware, models
     from edgetune.engines import choose_precision
-    from edgetune.merge_stream import quantized_weight_names, stream_merge
+    from edgetune.merge_stream import FP16RangeError, quantized_weight_names
     from edgetune.tokenizer import load_tokenizer
 
     t0 = time.time()
@@ -74,19 +72,14 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     base_dir = models.local_checkpoint(resolved)
     tokenizer = load_tokenizer(adapter)  # the tokenizer (and chat template) training saved
     quantized = quantized_weight_names(base_dir, cfg.model.trust_remote_code) if cfg.model.load_in_4bit else set()
-    dtype = merge_dtype(cfg.export.merge_dtype, base_dir)
-    out_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    sink(Progress("merge", 0, 1, f"merging into a {dtype} copy of the base, tensor by tensor"))
+    dtype = merge_dtype(cfg.export.merge_dtype)
     final = run_dir / runs.MERGED
-    tmp = runs.temp_dir_beside(final)
     try:
-        stream_merge(base_dir, adapter, tmp, out_dtype, quantized, precision.torch_dtype, hw.device, sink)
-        tokenizer.save_pretrained(tmp)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)  # Ctrl-C or a failure leaves no half-written merged/
-        raise
+        tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink)
+    except FP16RangeError as e:
+        sink(Note(f"{e.args[0]} does not fit float16's range: merging in bf16 instead", "warning"))
+        dtype = "bf16"
+        tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink)
     runs.replace_dir(tmp, final)
 
     sink(Progress("merge", 1, 1, "checking merged logits"))
@@ -99,6 +92,26 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     update_report(run_dir, "merge", asdict(result))
     sink(StageFinished("merge", result.seconds))
     return result
+
+
+def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink) -> Path:
+    """The merged checkpoint written into a temp folder beside `final`; nothing half-written stays on failure."""
+    import shutil
+
+    import torch
+
+    from edgetune.merge_stream import stream_merge
+
+    sink(Progress("merge", 0, 1, f"merging into a {dtype} copy of the base, tensor by tensor"))
+    tmp = runs.temp_dir_beside(final)
+    try:
+        stream_merge(base_dir, adapter, tmp, {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype],
+                     quantized, precision.torch_dtype, hw.device, sink)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # Ctrl-C or a failure leaves no half-written merged/
+        raise
+    return tmp
 
 
 def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype, trust_remote_code=False):

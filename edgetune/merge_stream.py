@@ -116,13 +116,15 @@ def stream_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, out_dtype, qu
                 w = nf4_roundtrip(w, load_dtype or torch.float32, device) if name in quantized else w.float()
                 if name in deltas:
                     w = deltas[name].merge(w)
-                writer.write(name, w.to(out_dtype))
+                writer.write(name, _cast(name, w, out_dtype))
             else:
                 _copy(writer, name, entry, out_dtype if entry.dtype in FLOAT_CODES else None)
             if i % 16 == 0 or i == len(index):
                 sink(Progress("merge", i, len(index), f"merging tensors ({i}/{len(index)})"))
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
     write_config(base_dir, out_dir, str(out_dtype).removeprefix("torch."))
 
 
@@ -130,11 +132,24 @@ def _copy(writer: ShardedWriter, name: str, entry, dtype) -> None:
     rows = entry.shape[0] if entry.shape else 1
     step = max(1, CHUNK_BYTES // max(entry.nbytes // max(rows, 1), 1))
     if not entry.shape:
-        writer.write(name, read_tensor(entry).to(dtype) if dtype is not None else read_tensor(entry))
+        writer.write(name, _cast(name, read_tensor(entry), dtype) if dtype is not None else read_tensor(entry))
         return
     for start in range(0, rows, step):
         part = read_tensor(entry, (start, min(rows, start + step)))
-        writer.write(name, part.to(dtype) if dtype is not None else part, row_offset=start)
+        writer.write(name, _cast(name, part, dtype) if dtype is not None else part, row_offset=start)
+
+
+class FP16RangeError(OverflowError):
+    """A weight does not fit float16's range (|x| > 65504): merge to bfloat16 instead."""
+
+
+def _cast(name: str, tensor, dtype):
+    import torch
+
+    out = tensor.to(dtype)
+    if dtype == torch.float16 and not torch.isfinite(out).all() and torch.isfinite(tensor).all():
+        raise FP16RangeError(name)
+    return out
 
 
 def write_config(base_dir: Path, out_dir: Path, dtype: str) -> None:

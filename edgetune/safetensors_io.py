@@ -125,6 +125,11 @@ class ShardedWriter:
         if row_offset + (tensor.shape[0] if tensor.dim() else 1) >= (shape[0] if shape else 1):
             self.written.add(name)
 
+    def abort(self) -> None:
+        """Close the shards without completing them (the caller removes the folder)."""
+        for f in self._handles:
+            f.close()
+
     def close(self) -> None:
         """Flush and fsync every shard and write the index; raises if a planned tensor was never written."""
         missing = [n for n in self.plan if n not in self.written]

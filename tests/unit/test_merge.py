@@ -34,3 +34,30 @@ def test_merge_needs_an_adapter(tmp_path):
     (tmp_path / "config.toml").write_text("")
     with pytest.raises(RunDirError, match="missing adapter"):
         merge(tmp_path)
+
+
+def test_merge_falls_back_to_bf16_when_a_weight_exceeds_fp16(tiny_model_dir, chat_jsonl, tmp_path):
+    """auto merges to fp16 (the F16 GGUF's precision), but never writes an inf: a weight beyond fp16's range
+    makes the merge bf16, with a warning."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from edgetune.events import Note
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    weights = load_file(base / "model.safetensors")
+    weights["model.norm.weight"][0] = 1e5
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    run = tmp_path / "run"
+    train(C.resolve(None, {"model": {"ref": str(base), "load_in_4bit": False}, "data": {"path": str(chat_jsonl)},
+                           "run_dir": str(run), "train": {"max_steps": 1}}, profile="cpu"))
+    notes = []
+    result = merge(run, sink=lambda e: notes.append(e.text) if isinstance(e, Note) else None)
+    assert result.dtype == "bf16" and any("float16's range" in n for n in notes)
+    from edgetune.safetensors_io import checkpoint_index, read_tensor
+
+    norm = read_tensor(checkpoint_index(run / "merged")["model.norm.weight"])
+    assert norm.dtype == torch.bfloat16 and torch.isfinite(norm).all() and float(norm[0]) > 9e4
