@@ -152,6 +152,7 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
                 shutil.rmtree(run / "merged", ignore_errors=True)
                 shutil.rmtree(run / "gguf", ignore_errors=True)
             rows[name + label] = stage(args, env, root)
+            shutil.copy(run / "report.json", root / f"report-{size}-{name}{label.strip().replace('@', '')}.json")
             print(f"[{size}] {name}{label} done", flush=True)
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
                           "--max-tokens", "16"], env, root)

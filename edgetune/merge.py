@@ -116,13 +116,17 @@ def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, 
 
 def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype, trust_remote_code=False):
     """(max, mean) |logit difference| between the saved merged model and base + unmerged adapter."""
+    import torch
+
     from edgetune.merge_stream import attach_unmerged, nf4_roundtrip, read_adapter
     from edgetune.streamed import StreamedCausalLM
 
     ids, mask, lengths = check_inputs(tokenizer)
 
-    def as_trained(name, tensor):
-        return nf4_roundtrip(tensor, load_dtype) if name in quantized else tensor.to(load_dtype)
+    def as_trained(name, tensor):  # element-wise except for 4-bit weights (never the output layer)
+        if name in quantized:
+            return nf4_roundtrip(tensor, load_dtype)
+        return tensor.to(load_dtype) if tensor.dtype != load_dtype and load_dtype != torch.float32 else tensor
 
     trained = StreamedCausalLM(base_dir, transform=as_trained, trust_remote_code=trust_remote_code)
     attach_unmerged(trained.model, read_adapter(adapter))

@@ -183,7 +183,9 @@ def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompt
               f"{len(texts)} comparison texts, {len(chat_prompts)} chat prompts"))
     longest = max((len(ref.ids(t)) for t in texts), default=0)
     longest_chat = max((ref.chat_prompt_tokens(p) + CHAT_MAX_TOKENS + 16 for p in chat_prompts), default=0)
-    llm = _load(gguf_path, n_ctx=max(512, longest + 16, longest_chat))
+    # as small as the texts allow: llama.cpp and its Python binding each hold n_ctx x vocab fp32 logits (2 x 262 MB
+    # at 512 tokens of a 128k vocab)
+    llm = _load(gguf_path, n_ctx=max(64, longest + 16, longest_chat))
     try:
         mismatches = _token_mismatches(llm, ref)
         agreement = compare_logits(_llama_logits(llm), ref, texts, TIE_NATS.get(qtype, 0.01), sink)
