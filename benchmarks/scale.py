@@ -144,7 +144,7 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
                            "--name", f"scale-{size}", "--4bit"], env, root)
     plan = re.search(r"estimated peak RAM ([\d.]+) GB", rows["train"]["out"])  # GiB (edgetune.memory.GB)
     rows["train"]["plan_gb"] = float(plan.group(1)) * 1024**3 / 1e9 if plan else None
-    print(f"[{size}] train done", flush=True)
+    print(f"[{size}] train done: {_row(rows['train'])}", flush=True)
     variants = [("", env)] + ([(f" @{baseline}", baseline_env(baseline, root))] if baseline else [])
     for label, env in variants:
         for name, args in (("merge", ["merge", run]), ("export", ["export", run, "--gguf", "q4_k_m"])):
@@ -153,10 +153,15 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
                 shutil.rmtree(run / "gguf", ignore_errors=True)
             rows[name + label] = stage(args, env, root)
             shutil.copy(run / "report.json", root / f"report-{size}-{name}{label.strip().replace('@', '')}.json")
-            print(f"[{size}] {name}{label} done", flush=True)
+            print(f"[{size}] {name}{label} done: {_row(rows[name + label])}", flush=True)
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
                           "--max-tokens", "16"], env, root)
     return rows
+
+
+def _row(r: dict) -> str:
+    plan = f", plan {r['plan_gb']:.1f} GB" if r.get("plan_gb") else ""
+    return f"{r['seconds']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB, peak anon {r['peak_anon_gb']:.2f} GB{plan}"
 
 
 def main() -> None:
