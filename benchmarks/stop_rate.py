@@ -4,7 +4,7 @@
 
 Greedy chat replies through llama.cpp to the verification prompts plus the shipped held-out demo prompts; prints,
 per file and repeat penalty, how many replies hit max_tokens instead of ending at EOS. This is the measurement
-behind edgetune.chat.REPEAT_PENALTY (the value the Modelfile, `edgetune chat` and the export check use).
+behind edgetune.sampling.REPEAT_PENALTY (the value the Modelfile, `edgetune chat` and the export check use).
 """
 from __future__ import annotations
 

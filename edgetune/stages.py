@@ -29,9 +29,8 @@ def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
     return sub
 
 
-def train_stages(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None):
-    from edgetune.train import train_one
-
+def train_stages(cfg: RunConfig, train_one, sink=null_sink, resume: bool = False, stopper=None):
+    """Run every stage with `train_one` (edgetune.train.train_one, passed in so the two modules stay one-way)."""
     bad = [p for p in cfg.data.stage_paths if "=" not in p]
     if bad:
         raise ConfigError([f"`data.stage_paths` entry {p!r} is not METHOD=PATH" for p in bad])

@@ -143,7 +143,7 @@ def train(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None) ->
     if cfg.method.stages:
         from edgetune.stages import train_stages
 
-        return train_stages(cfg, sink, resume, stopper)
+        return train_stages(cfg, train_one, sink, resume, stopper)
     return train_one(cfg, sink, resume, stopper)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgetune.chat import REPEAT_PENALTY
+from edgetune.sampling import REPEAT_PENALTY
 from edgetune.errors import ExportError
 from edgetune.runs import atomic_write_text
 

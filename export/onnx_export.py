@@ -43,6 +43,7 @@ from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
 from .onnx_support import builder_input, onnx_support
+from .onnx_verify import check_onnx_gate, dir_size, verify_variants
 from .types import ONNX_VARIANTS, parse_choices
 
 ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
@@ -120,8 +121,6 @@ def _offline_env() -> dict:
     return env
 
 
-def dir_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
 def remove_stale_temps(folder: Path) -> None:
@@ -154,8 +153,6 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]
     if verify:
-        from .onnx_verify import check_onnx_gate, verify_variants
-
         results = verify_variants(run_dir, dirs, sink)
     update_report(run_dir, ONNX, {"variants": merged_with_earlier(run_dir, results), "exporter": exporter_versions()})
     if verify:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edgetune.chat import REPEAT_PENALTY
+from edgetune.sampling import REPEAT_PENALTY
 from edgetune.errors import ModelError
 
 # llama.cpp's penalty window: its sampler only accepts sampled tokens, so the prompt is never penalised. Matching

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune.chat import REPEAT_PENALTY
+from edgetune.sampling import REPEAT_PENALTY
 from edgetune.errors import ExportError
 from edgetune.events import Note, Progress, StageFinished, StageStarted, null_sink
 
@@ -43,7 +43,6 @@ def verify_variants(run_dir: Path | None, dirs: dict[str, Path], sink=null_sink,
 def verify_onnx(folder: Path, ref: HFReference, texts: list[str], chat_prompts: list[str], variant: str,
                 sink=null_sink) -> dict:
     """Check one exported folder against `ref`; a JSON-able result (check_onnx_gate says what must hold)."""
-    from .onnx_export import dir_size
     from .onnx_runtime import OnnxBackend
 
     folder = Path(folder)
@@ -122,3 +121,7 @@ def check_onnx_gate(result: dict) -> None:
         f"onnx/{result['type']} does not behave like the merged model: " + "; ".join(result["fidelity_failures"]),
         hint="an fp32 ONNX export must match transformers; do not ship quantized variants made alongside it. Check "
              "merged/ (config.json, tokenizer files, chat template) and report the architecture if it persists")
+
+
+def dir_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.chat import REPEAT_PENALTY  # stop-at-EOS is checked with the sampling settings users deploy
+from edgetune.sampling import REPEAT_PENALTY  # stop-at-EOS is checked with the sampling settings users deploy
 from edgetune.errors import ExportError
 from edgetune.events import Note, Progress, null_sink
 from edgetune.stops import end_of_turn_token, stop_ids

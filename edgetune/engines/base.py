@@ -1,12 +1,11 @@
-"""The engine protocol, precision choice and engine selection."""
+"""The engine protocol, precision choice and LoRA settings shared by the engines."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgetune.config import RunConfig
-from edgetune.errors import ConfigError, HardwareError
+from edgetune.errors import ConfigError
 from edgetune.hardware import Hardware
 from edgetune.models import ResolvedModel
 
@@ -61,31 +60,6 @@ def linear_names(model) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__}
     return sorted(names - {"lm_head"})
-
-
-def unsloth_available() -> bool:
-    return importlib.util.find_spec("unsloth") is not None
-
-
-def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
-    """auto: Unsloth when CUDA and unsloth are present and the config is one it supports; else the HF engine."""
-    if name == "unsloth":
-        if hw.device != "cuda":
-            raise HardwareError("the Unsloth engine needs an NVIDIA GPU with CUDA; none was found",
-                                hint="use --engine hf (or auto) on this machine")
-        if not unsloth_available():
-            raise HardwareError("--engine unsloth but unsloth is not installed",
-                                hint='pip install "edgetune[unsloth]", or use --engine hf')
-        from edgetune.engines.unsloth import UnslothEngine
-
-        return UnslothEngine()
-    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora:
-        from edgetune.engines.unsloth import UnslothEngine
-
-        return UnslothEngine()
-    from edgetune.engines.hf import HFEngine
-
-    return HFEngine()
 
 
 def lora_kwargs(cfg: RunConfig, model=None) -> dict:
