@@ -19,8 +19,8 @@ class StreamedCausalLM:
     `transform(name, tensor)` may change a weight as it is read (the merge check applies NF4 rounding there); it
     must act element by element on the output layer, which is read in row slices. Memory: a plain embedding table
     stays in its stored 16-bit dtype (its lookups are cast to fp32, which is exact), the output layer is applied
-    in slices of vocab rows, and freed heap pages go back to the OS after each block (glibc keeps them otherwise:
-    1.1 GB retained after an importance-matrix pass over a 1B model).
+    in slices of vocab rows, and freed heap pages go back to the OS after each block (glibc keeps them otherwise;
+    benchmarks/export_phases.py prints peak memory per export phase).
     """
 
     def __init__(self, model_dir: Path, dtype=None, transform=None, trust_remote_code: bool = False):
