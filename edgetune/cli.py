@@ -375,6 +375,31 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+def _engine_asked(argv: list[str]) -> str:
+    """train.engine as this command line will resolve it (--engine, else the config file's or the resumed run's
+    [train] engine, else auto), read without importing anything heavy."""
+    import tomllib
+
+    def value(*flags):
+        for i, a in enumerate(argv):
+            for f in flags:
+                if a == f and i + 1 < len(argv):
+                    return argv[i + 1]
+                if a.startswith(f + "="):
+                    return a.split("=", 1)[1]
+        return None
+
+    if engine := value("--engine"):
+        return engine
+    config = value("--config", "-c")
+    if config is None and "--resume" in argv and (run := value("--run-dir", "-o")):
+        config = str(Path(run) / "config.toml")
+    try:
+        return tomllib.loads(Path(config).read_text(encoding="utf-8")).get("train", {}).get("engine", "auto")
+    except (TypeError, OSError, ValueError, AttributeError):  # no or unreadable config: `train` reports it
+        return "auto"
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -386,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     # is left at a final path.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("train", "tui"):  # before anything imports transformers, TRL or PEFT
+        from edgetune.engines.choose import preload_unsloth
+
+        preload_unsloth(_engine_asked(argv))
     if argv and argv[0] not in ("--help", "-h", "tui"):  # the app quiets libraries itself, in a worker
         from edgetune.console import quiet_libraries
 

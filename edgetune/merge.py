@@ -57,7 +57,7 @@ def check_inputs(tokenizer):
 def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     import shutil
 
-    from edgetune import hardware, models
+    from edgetune import base_identity, hardware
     from edgetune.engines import choose_precision
     from edgetune.merge_stream import FP16RangeError, NF4Store, quantized_weight_names
     from edgetune.tokenizer import load_tokenizer
@@ -69,8 +69,7 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     sink(StageStarted("merge", str(run_dir)))
     hw = hardware.detect(run_dir)
     precision = choose_precision(cfg.train.precision, hw)  # the dtype training loaded (and 4-bit quantized) the base in
-    resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
-    base_dir = models.local_checkpoint(resolved)
+    base_dir = base_identity.trained_base(run_dir, cfg, sink)  # exactly the weights training saw
     tokenizer = load_tokenizer(adapter)  # the tokenizer (and chat template) training saved
     quantized = quantized_weight_names(base_dir, cfg.model.trust_remote_code) if cfg.model.load_in_4bit else set()
     dtype = merge_dtype(cfg.export.merge_dtype)

@@ -19,6 +19,7 @@ METRICS = "metrics.jsonl"
 REPORT = "report.json"
 HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split them off
 CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
+BASE = "base.json"  # the exact base weights trained on (edgetune.base_identity)
 
 
 def default_run_dir(name: str) -> Path:

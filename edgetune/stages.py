@@ -57,6 +57,8 @@ def train_stages(cfg: RunConfig, train_one, sink=null_sink, resume: bool = False
     tmp = runs.temp_dir_beside(final)
     shutil.copytree(previous, tmp, dirs_exist_ok=True)
     runs.replace_dir(tmp, final)
+    if (previous.parent / runs.BASE).is_file():  # the weights every stage trained on, for merge and export
+        runs.atomic_write_text(run_dir / runs.BASE, (previous.parent / runs.BASE).read_text(encoding="utf-8"))
     if result is not None:
         result.run_dir, result.adapter_dir = run_dir, final
     return result

@@ -168,7 +168,11 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     precision = engines.choose_precision(cfg.train.precision, hw)
     engine = engines.select(cfg.train.engine, hw, cfg)  # before trl is imported: Unsloth patches it
     sink(Note(f"hardware: {hw.describe()}; profile {cfg.profile or '-'}; engine {engine.name}; precision {precision.name}"))
+    if getattr(engine, "imported_first", None):
+        sink(Note(f"unsloth was imported after {', '.join(engine.imported_first)}, so it could not patch them "
+                  "(slower, more memory): start training with `edgetune train`, or import unsloth first", "warning"))
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
+    resolved = pin_base(resolved, run_dir, sink)
     check_exportable(cfg, resolved, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
@@ -221,6 +225,19 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def pin_base(resolved, run_dir: Path, sink):
+    """Record the exact weights this run trains on (base.json; merge and export require the same) and load from
+    that very folder: a hub id becomes its snapshot at the commit recorded."""
+    from dataclasses import replace
+
+    from edgetune import base_identity
+
+    identity = base_identity.identify(resolved, sink)
+    base_identity.record(run_dir, identity)
+    sink(Note(f"base weights: {identity.describe()}"))
+    return replace(resolved, path=identity.path, revision=None) if resolved.kind == "hub" else resolved
 
 
 def check_exportable(cfg: RunConfig, resolved, sink) -> None:
