@@ -375,6 +375,11 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+from edgetune.cli_posttrain import distill_cmd  # noqa: E402 - commands kept in their own module
+
+app.command(name="distill")(distill_cmd)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
