@@ -375,9 +375,10 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
-from edgetune.cli_posttrain import distill_cmd  # noqa: E402 - commands kept in their own module
+from edgetune.cli_posttrain import distill_cmd, merge_adapters_cmd  # noqa: E402 - commands kept in their own module
 
 app.command(name="distill")(distill_cmd)
+app.command(name="merge-adapters")(merge_adapters_cmd)
 
 
 def _raise_interrupt(signum, frame):

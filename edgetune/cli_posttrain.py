@@ -62,3 +62,36 @@ def distill_cmd(
     typer.echo(f"wrote {result.written} rows ({result.tokens} tokens) in {result.seconds:.0f} s; {total} answers "
                f"in {out}" + (f", skipped: {result.skipped}" if result.skipped else ""))
     typer.echo(f"next: edgetune validate --data {out}   then: edgetune train --data {out}")
+
+
+def merge_adapters_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories with adapter/, trained on one base."),
+    out: Path = typer.Option(..., "--out", "-o", help="New run directory for the merged adapter (must not exist)."),
+    method: str = typer.Option("linear", "--method", help="linear | ties | dare_ties | dare_linear | magnitude_prune "
+                               "| cat | svd (| ties_svd | dare_ties_svd | dare_linear_svd | magnitude_prune_svd). "
+                               "linear/ties/dare need equal ranks and targets; cat and svd take any."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per run, comma-separated (default: "
+                                          "1/n each for linear, 1 each otherwise)."),
+    density: Optional[float] = typer.Option(None, "--density", help="ties/dare/magnitude_prune: fraction of each "
+                                            "adapter's entries kept (default 0.5)."),
+    svd_rank: Optional[int] = typer.Option(None, "--svd-rank", help="svd methods: rank of the merged adapter "
+                                           "(default: the largest source rank)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for DARE's random drop."),
+):
+    """Merge the LoRA adapters of several runs (PEFT weighted merging) into a new run directory.
+
+    The result is a normal run: edgetune merge / export / eval / chat take it. Refused up front when the runs have
+    different base models, tokenizers or chat templates, or (linear, ties, dare) different ranks or target modules.
+    """
+    from edgetune.merge_adapters import merge_adapters, parse_weights
+
+    parsed = parse_weights(weights, len(run_dirs), method)
+    sink = _sink()
+    try:
+        result = merge_adapters(run_dirs, out, method, parsed, density, svd_rank, seed, sink)
+    finally:
+        sink.close()
+    extra = f", density {result.density}" if result.density is not None else ""
+    typer.echo(f"merged {len(result.sources)} adapters ({result.method}, weights {result.weights}{extra}) into a "
+               f"rank-{result.rank} adapter: {result.run_dir}")
+    typer.echo(f"next: edgetune eval {out} --data EVAL.jsonl (each task's rows), then edgetune merge {out}")
