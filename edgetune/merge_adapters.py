@@ -15,8 +15,8 @@ Methods (PEFT's combination types; all work on the LoRA factors A and B):
                dare_linear_svd, magnitude_prune_svd: the same pruning, then an SVD.)
 Weights default to 1/n for linear (an average) and to 1 for the rest (each adapter's update kept at full strength).
 
-Only the adapters are loaded: the base is a weightless skeleton (every weight a zero-stride view of one scalar),
-so merging the adapters of an 8B model needs memory for the adapters alone.
+Only the adapters are loaded: the base is a weightless skeleton (every weight a zero-stride view of one scalar), as
+PEFT needs the base's layers to attach adapters to but never reads their weights for this.
 """
 from __future__ import annotations
 

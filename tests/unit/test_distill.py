@@ -72,6 +72,14 @@ def test_rows_survive_ctrl_c_and_a_rerun_skips_them(teacher, prompts, tmp_path, 
     from edgetune.cli import main
 
     assert main(["validate", "--data", str(out), "--model", str(tiny_model_dir), "--gguf", "none"]) == 0
+    # and the student trains on them as usual
+    from edgetune import config as C
+    from edgetune.train import train
+
+    result = train(C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False},
+                                    "data": {"path": str(out)}, "run_dir": str(tmp_path / "student"),
+                                    "train": {"max_steps": 2}}, profile="cpu"))
+    assert result.steps == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
     # nothing left to do: a third call generates nothing
     again = distill(teacher, prompts, out, FAST, keep_truncated=True)
     assert (again.already_done, again.written) == (6, 0)
