@@ -138,3 +138,14 @@ def test_cli_distill(teacher, prompts, tmp_path, capsys):
                "--keep-truncated", "--limit", "2", "--seed", "3"])
     assert rc == 0 and len(rows_of(out)) == 2
     assert f"edgetune train --data {out}" in capsys.readouterr().out
+
+
+def test_an_hf_folder_teacher_through_transformers(tiny_model_dir, prompts, tmp_path):
+    out = tmp_path / "train.jsonl"
+    result = distill(str(tiny_model_dir), prompts, out, FAST, keep_truncated=True, limit=2)
+    rows = rows_of(out)
+    assert result.written == 2 and rows[0]["distill"]["backend"] == "hf"
+    assert rows[0]["distill"]["teacher"] == str(tiny_model_dir.resolve()) and rows[0]["distill"]["tokens"] == 6
+    again = tmp_path / "again.jsonl"
+    distill(str(tiny_model_dir), prompts, again, FAST, keep_truncated=True, limit=2)
+    assert [r["messages"] for r in rows_of(again)] == [r["messages"] for r in rows]  # seeded sampling reproduces

@@ -131,3 +131,21 @@ def test_refusals_come_before_any_loading(task_runs, tiny_model_dir, peaked_mode
     with pytest.raises(RunDirError, match="not empty"):
         merge_adapters([a, b], tmp_path / "taken", "linear")
     assert not (tmp_path / "x").exists()
+
+
+def test_cat_is_the_exact_weighted_sum_of_the_updates_with_rslora_too(task_runs, tmp_path):
+    """cat keeps every update exactly (scales folded in); an rsLoRA source (scale alpha/sqrt(r)) included."""
+    from edgetune.merge_stream import read_adapter
+
+    rs = _copy_run(task_runs["B"], tmp_path / "rs", edit_adapter={"use_rslora": True})
+    out = tmp_path / "cat"
+    merge_adapters([task_runs["A"], rs], out, "cat", [0.7, 0.4])
+    a, b, merged = (read_adapter(d / "adapter") for d in (task_runs["A"], rs, out))
+    assert set(merged) == set(a) == set(b)
+
+    def delta(d):
+        return d.scale * d.b @ d.a
+
+    for name in merged:
+        want = 0.7 * delta(a[name]) + 0.4 * delta(b[name])
+        assert (delta(merged[name]) - want).abs().max() < 1e-5 * want.abs().max(), name
