@@ -375,6 +375,12 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+from edgetune.cli_posttrain import distill_cmd, merge_adapters_cmd  # noqa: E402 - commands kept in their own module
+
+app.command(name="distill")(distill_cmd)
+app.command(name="merge-adapters")(merge_adapters_cmd)
+
+
 def _engine_asked(argv: list[str]) -> str:
     """train.engine as this command line will resolve it (--engine, else the config file's or the resumed run's
     [train] engine, else auto), read without importing anything heavy."""
