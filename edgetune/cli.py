@@ -86,6 +86,9 @@ def train(
     reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
     beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
+    loss_type: Optional[str] = typer.Option(None, "--loss-type", help=H("method.loss_type")),
+    importance_sampling: Optional[str] = typer.Option(None, "--importance-sampling", help=H("method.importance_sampling_level")),
+    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help=H("method.scale_rewards")),
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
@@ -110,6 +113,8 @@ def train(
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
                        data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
                        method__num_generations=num_generations, model__chat_template=chat_template,
+                       method__loss_type=loss_type, method__importance_sampling_level=importance_sampling,
+                       method__scale_rewards=scale_rewards,
                        export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:

@@ -33,6 +33,10 @@ METHODS = ("sft", "dpo", "kto", "grpo")
 ENGINES = ("auto", "unsloth", "hf")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion")
+# TRL 1.15 GRPOConfig.loss_type values (TRL's default is dapo); README "GRPO variants" says when to pick which.
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+IS_LEVELS = ("token", "sequence")
+REWARD_SCALING = ("group", "batch", "none")
 
 
 @dataclass
@@ -68,6 +72,9 @@ class MethodConfig:
     max_completion_length: int = opt(64, "GRPO: longest sampled completion in tokens.")
     kl_beta: float = opt(0.0, "GRPO: KL coefficient to the reference model (0 = no reference model, less memory).")
     temperature: float = opt(1.0, "GRPO: sampling temperature for completions.")
+    loss_type: str = opt("dapo", "GRPO: how token losses are aggregated: dapo (TRL default, normalised over the batch's tokens), grpo (per sequence; length bias), dr_grpo (by a constant; no length bias), bnpo (over the local batch's tokens), cispo, sapo, luspo, vespo.", GRPO_LOSS_TYPES)
+    importance_sampling_level: str = opt("token", "GRPO: importance ratios per token, or per sequence (GSPO: stabler on long completions and MoE; pair it with loss_type grpo).", IS_LEVELS)
+    scale_rewards: str = opt("group", "GRPO: divide advantages by the reward std of the group, of the batch, or not at all (`none`, as Dr. GRPO recommends).", REWARD_SCALING)
 
 
 @dataclass
