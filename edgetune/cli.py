@@ -82,7 +82,7 @@ def train(
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=H("model.trust_remote_code")),
     name: Optional[str] = typer.Option(None, "--name", help=H("name")),
     stages: Optional[str] = typer.Option(None, "--stages", help=H("method.stages") + " Comma-separated."),
-    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Repeatable."),
+    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Comma-separated or repeated."),
     reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
     beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
@@ -93,7 +93,7 @@ def train(
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
 ):
-    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, CPT on raw text, or --stages cpt,sft,dpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
@@ -111,7 +111,7 @@ def train(
                        train__packing=packing, model__trust_remote_code=trust_remote_code, name=name,
                        run_dir=str(run_dir) if run_dir else None,
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
-                       data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
+                       data__stage_paths=[x.strip() for v in stage_data for x in v.split(",") if x.strip()] or None, method__rewards=reward or None, method__beta=beta,
                        method__num_generations=num_generations, model__chat_template=chat_template,
                        method__loss_type=loss_type, method__importance_sampling_level=importance_sampling,
                        method__scale_rewards=scale_rewards,
@@ -252,25 +252,41 @@ def _print_export_table(result) -> None:
 @app.command(name="eval")
 def eval_cmd(
     target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
-    data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json); "
+                                       "preference pairs; or raw domain text (.txt/.md, a folder, .jsonl with `text`) "
+                                       "for held-out perplexity. Default on a cpt run: its held-out text."),
     match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer) | regex:PATTERN (searched in the reply, like the regex_format reward)."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
+    block: Optional[int] = typer.Option(None, "--block", help="Perplexity: tokens per scored block (default: the run's train.max_length, at most 1024)."),
 ):
     """Task score and held-out loss for the base, merged and exported models, side by side.
 
-    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead.
+    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead. With raw
+    text: held-out perplexity (what continued pretraining lowers).
     """
+    from edgetune.data.text import is_text_corpus
+    from edgetune.eval_tables import print_perplexity
     from edgetune.evaluate import run_eval
+    from edgetune.perplexity import heldout_text_of, run_perplexity
 
+    if data is None and heldout_text_of(Path(target)) is None:
+        raise EdgetuneError("nothing to evaluate: no --data, and the target has no held-out domain text",
+                            hint="pass --data (eval rows, preference pairs, or raw text)", title="Missing option")
     sink = _sink()
     try:
-        if _is_pairs(data):
+        if data is None or is_text_corpus(data):
+            result = run_perplexity(target, data, block, sink=sink)
+        elif _is_pairs(data):
             return _eval_pairs(target, data, sink, system)
-        results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
+        else:
+            results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
     finally:
         sink.close()
-    _print_eval_table(results)
+    if data is None or is_text_corpus(data):
+        print_perplexity(result)
+    else:
+        _print_eval_table(results)
 
 
 def _is_pairs(data: str) -> bool:

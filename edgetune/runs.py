@@ -19,6 +19,7 @@ METRICS = "metrics.jsonl"
 REPORT = "report.json"
 HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split them off
 CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
+HELDOUT_TEXT = "heldout_text.jsonl"  # cpt: held-out blocks of domain text, for eval's perplexity
 
 
 def default_run_dir(name: str) -> Path:

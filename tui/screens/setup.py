@@ -36,7 +36,7 @@ SETTINGS = (
 
 GRPO_FIELDS = ("rewards", "reward_pattern", "loss_type", "importance_sampling_level")  # shown only for GRPO
 METHOD_LABELS = {"sft": "SFT (chat examples)", "dpo": "DPO (chosen/rejected pairs)", "kto": "KTO (labelled replies)",
-                 "grpo": "GRPO (prompts + rewards)"}
+                 "grpo": "GRPO (prompts + rewards)", "cpt": "CPT (raw text, continued pretraining)"}
 
 
 def plan_for(profile: str, settings: dict, method: str, shape, hw):
@@ -224,6 +224,10 @@ class SetupScreen(Screen):
     def stages(self) -> list[str]:
         return [s.strip().lower() for s in self.query_one("#stages", Input).value.split(",") if s.strip()]
 
+    def first_method(self) -> str:
+        """What the main dataset feeds: the method, or a staged run's first stage."""
+        return self.stages()[0] if self.stages() and self.stages()[0] in C.METHODS else self.method()
+
     @on(Select.Changed, "#method")
     def method_changed(self) -> None:
         self.show_reward_fields()
@@ -241,16 +245,14 @@ class SetupScreen(Screen):
         preview = self.query_one(DataPreview)
         if not path:
             preview.show_idle()
-        elif not Path(path).expanduser().is_file():
+        elif not Path(path).expanduser().is_file() and not (self.first_method() == "cpt" and Path(path).expanduser().is_dir()):
             preview.show_idle(f"{path}: not a file yet (a hub dataset id is read at training time)")
         elif not services.looks_loadable(ref):
             preview.show_idle("set the model first: its chat template renders the data")
         else:
             preview.show_checking(path)
             max_length = self._int("max_length", 1024)
-            # a staged run's main dataset feeds its first stage
-            method = self.stages()[0] if self.stages() and self.stages()[0] in C.METHODS else self.method()
-            self.run_check(ref, path, max_length, method)
+            self.run_check(ref, path, max_length, self.first_method())
 
     @work(thread=True, exclusive=True, group="data")
     def run_check(self, ref: str, path: str, max_length: int, method: str) -> None:
