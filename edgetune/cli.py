@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -259,34 +260,48 @@ def eval_cmd(
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
     block: Optional[int] = typer.Option(None, "--block", help="Perplexity: tokens per scored block (default: the run's train.max_length, at most 1024)."),
+    probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help=H("eval.probe") + " Default: on for a run dir (eval.probe), off for a single model."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=H("eval.max_probe_drop") + " Default: the run's."),
 ):
-    """Task score and held-out loss for the base, merged and exported models, side by side.
+    """Task score and held-out loss for the base, merged and exported models, side by side, and the forgetting check.
 
     With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead. With raw
-    text: held-out perplexity (what continued pretraining lowers).
+    text: held-out perplexity (what continued pretraining lowers). On a run, also the general-ability probe, base vs
+    tuned, with a warning when the tuned model lost more than eval.max_probe_drop points; all in report.md.
     """
+    from edgetune import runs
     from edgetune.data.text import is_text_corpus
-    from edgetune.eval_tables import print_perplexity
+    from edgetune.eval_tables import print_perplexity, print_probe
     from edgetune.evaluate import run_eval
+    from edgetune.forgetting import run_probe
     from edgetune.perplexity import heldout_text_of, run_perplexity
 
-    if data is None and heldout_text_of(Path(target)) is None:
-        raise EdgetuneError("nothing to evaluate: no --data, and the target has no held-out domain text",
-                            hint="pass --data (eval rows, preference pairs, or raw text)", title="Missing option")
-    sink = _sink()
+    is_run = (Path(target) / runs.CONFIG).is_file()
+    if probe is None:
+        probe = is_run and runs.load_run_config(Path(target)).eval.probe
+    text = data is None and heldout_text_of(Path(target)) is not None or data is not None and is_text_corpus(data)
+    if data is None and not text and not probe:
+        raise EdgetuneError("nothing to evaluate: no --data, no held-out domain text in the target, and --no-probe",
+                            hint="pass --data (eval rows, preference pairs, or raw text) or --probe", title="Missing option")
+    sink, shown = _sink(), []
     try:
-        if data is None or is_text_corpus(data):
-            result = run_perplexity(target, data, block, sink=sink)
-        elif _is_pairs(data):
-            return _eval_pairs(target, data, sink, system)
-        else:
-            results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
+        if text:
+            shown.append(partial(print_perplexity, run_perplexity(target, data, block, sink=sink)))
+        elif data is not None and _is_pairs(data):
+            _eval_pairs(target, data, sink, system)
+        elif data is not None:
+            shown.append(partial(_print_eval_table, run_eval(target, data, max_tokens=max_tokens, match=match,
+                                                             sink=sink, system=system)))
+        if probe:
+            shown.append(partial(print_probe, run_probe(target, max_drop, sink)))
     finally:
         sink.close()
-    if data is None or is_text_corpus(data):
-        print_perplexity(result)
-    else:
-        _print_eval_table(results)
+        if is_run and (Path(target) / runs.REPORT).is_file():
+            from edgetune.export.report_md import write_report_md
+
+            write_report_md(Path(target))
+    for show in shown:
+        show()
 
 
 def _is_pairs(data: str) -> bool:

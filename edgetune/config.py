@@ -120,7 +120,14 @@ class ExportConfig:
     onnx: list[str] = opt([], "ONNX variants to export for onnxruntime (fp32, fp16, int8, int4); empty = none.", factory=True)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig, "export": ExportConfig}
+@dataclass
+class EvalConfig:
+    probe: bool = opt(True, "`edgetune eval` on a run also scores the shipped general-ability probe, base vs tuned (the forgetting check).")
+    max_probe_drop: float = opt(5.0, "Warn when the tuned model scores more than this many points (of 100) below the base on the general probe.")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig,
+            "export": ExportConfig, "eval": EvalConfig}
 
 
 @dataclass
@@ -134,6 +141,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     # Per-stage settings of a multi-stage run, e.g. [stage.grpo.train] max_steps = 30: same tables as the file,
     # applied on top of everything else for that stage only.
     stage: dict = field(default_factory=dict, metadata={"help": "Per-stage overrides: [stage.METHOD.SECTION] tables.", "choices": None})
@@ -360,6 +368,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append(f"`method.beta` = {m.beta}; set a non-negative value such as 0.1")
     if cfg.export.max_kld <= 0:
         p.append(f"`export.max_kld` = {cfg.export.max_kld}; set a positive KL divergence budget such as 0.05")
+    if not 0 <= cfg.eval.max_probe_drop <= 100:
+        p.append(f"`eval.max_probe_drop` = {cfg.eval.max_probe_drop}; set points of 100 in [0, 100], e.g. 5")
     if not 0 <= cfg.data.eval_fraction < 1:
         p.append(f"`data.eval_fraction` = {cfg.data.eval_fraction}; set a value in [0, 1)")
     if cfg.data.max_examples < 0:

@@ -167,3 +167,43 @@ def test_cli_stage_data_takes_commas(tmp_path, monkeypatch):
                                        "--run-dir", str(tmp_path / "r"), "--profile", "cpu"])
     assert str(out.exception) == "stop here", out.output
     assert seen["cfg"].data.stage_paths == ["cpt=notes.txt", "sft=chat.jsonl"] and seen["cfg"].data.path == ""
+
+
+# --- the forgetting probe (its behaviour on a real model: tests/integration/test_forgetting_smollm2.py) ---------
+
+def test_probe_ships_valid_items_with_checkers():
+    from edgetune.forgetting import CHECKS, KINDS, load_probe
+
+    items = load_probe()
+    assert 40 <= len(items) <= 60 and len({i.id for i in items}) == len(items)
+    assert {i.kind for i in items} == set(KINDS) and {i.check for i in items} <= set(CHECKS)
+
+
+@pytest.mark.parametrize("check,answer,reply,ok", [
+    ("contains", "Paris", "The capital of France is paris.", True), ("contains", "Paris", "It is Lyon.", False),
+    ("number", "25", "Half of 50 is 25.", True), ("number", "5", "2 + 3 = 5. Then 7 more.", True),
+    ("number", "42", "The answer is 41.", False), ("regex", r"\bcold\b", "The opposite of hot is Cold.", True),
+    ("regex", r"(?-i:CAT)", "cat", False), ("exact", "Rome", "rome!", True), ("exact", "Rome", "Rome is old", False)])
+def test_probe_checkers(check, answer, reply, ok):
+    from edgetune.forgetting import ProbeItem, passes
+
+    assert passes(reply, ProbeItem("x", "factual", "q", check, answer)) is ok
+
+
+def test_eval_runs_the_probe_and_writes_report_md(tiny_model_dir, chat_jsonl, tmp_path):
+    """`edgetune eval RUN` with no --data: the probe, base vs tuned, into report.json and report.md."""
+    from typer.testing import CliRunner
+
+    from edgetune import cli
+
+    cfg = C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False}, "data": {"path": str(chat_jsonl)},
+                           "run_dir": str(tmp_path / "run"), "train": {"max_steps": 2, "batch_size": 4}}, profile="cpu")
+    train(cfg)
+    out = CliRunner().invoke(cli.app, ["eval", str(tmp_path / "run"), "--max-drop", "0"])
+    assert out.exit_code == 0, out.output
+    assert "forgetting check" in out.output
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())["forgetting"]
+    assert [t["n"] for t in saved["targets"]] == [50, 50] and saved["max_drop"] == 0
+    assert "## Forgetting check" in (tmp_path / "run" / "report.md").read_text()
+    none = CliRunner().invoke(cli.app, ["eval", str(tmp_path / "run"), "--no-probe"])
+    assert none.exit_code != 0 and "nothing to evaluate" in str(none.exception)
