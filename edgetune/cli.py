@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -82,15 +83,18 @@ def train(
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=H("model.trust_remote_code")),
     name: Optional[str] = typer.Option(None, "--name", help=H("name")),
     stages: Optional[str] = typer.Option(None, "--stages", help=H("method.stages") + " Comma-separated."),
-    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Repeatable."),
+    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Comma-separated or repeated."),
     reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
     beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
+    loss_type: Optional[str] = typer.Option(None, "--loss-type", help=H("method.loss_type")),
+    importance_sampling: Optional[str] = typer.Option(None, "--importance-sampling", help=H("method.importance_sampling_level")),
+    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help=H("method.scale_rewards")),
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
 ):
-    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, CPT on raw text, or --stages cpt,sft,dpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
@@ -108,8 +112,10 @@ def train(
                        train__packing=packing, model__trust_remote_code=trust_remote_code, name=name,
                        run_dir=str(run_dir) if run_dir else None,
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
-                       data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
+                       data__stage_paths=[x.strip() for v in stage_data for x in v.split(",") if x.strip()] or None, method__rewards=reward or None, method__beta=beta,
                        method__num_generations=num_generations, model__chat_template=chat_template,
+                       method__loss_type=loss_type, method__importance_sampling_level=importance_sampling,
+                       method__scale_rewards=scale_rewards,
                        export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:
@@ -247,25 +253,55 @@ def _print_export_table(result) -> None:
 @app.command(name="eval")
 def eval_cmd(
     target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
-    data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json); "
+                                       "preference pairs; or raw domain text (.txt/.md, a folder, .jsonl with `text`) "
+                                       "for held-out perplexity. Default on a cpt run: its held-out text."),
     match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer) | regex:PATTERN (searched in the reply, like the regex_format reward)."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
+    block: Optional[int] = typer.Option(None, "--block", help="Perplexity: tokens per scored block (default: the run's train.max_length, at most 1024)."),
+    probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help=H("eval.probe") + " Default: on for a run dir (eval.probe), off for a single model."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=H("eval.max_probe_drop") + " Default: the run's."),
 ):
-    """Task score and held-out loss for the base, merged and exported models, side by side.
+    """Task score and held-out loss for the base, merged and exported models, side by side, and the forgetting check.
 
-    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead.
+    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead. With raw
+    text: held-out perplexity (what continued pretraining lowers). On a run, also the general-ability probe, base vs
+    tuned, with a warning when the tuned model lost more than eval.max_probe_drop points; all in report.md.
     """
+    from edgetune import runs
+    from edgetune.data.text import is_text_corpus
+    from edgetune.eval_tables import print_perplexity, print_probe
     from edgetune.evaluate import run_eval
+    from edgetune.forgetting import run_probe
+    from edgetune.perplexity import heldout_text_of, run_perplexity
 
-    sink = _sink()
+    is_run = (Path(target) / runs.CONFIG).is_file()
+    if probe is None:
+        probe = is_run and runs.load_run_config(Path(target)).eval.probe
+    text = data is None and heldout_text_of(Path(target)) is not None or data is not None and is_text_corpus(data)
+    if data is None and not text and not probe:
+        raise EdgetuneError("nothing to evaluate: no --data, no held-out domain text in the target, and --no-probe",
+                            hint="pass --data (eval rows, preference pairs, or raw text) or --probe", title="Missing option")
+    sink, shown = _sink(), []
     try:
-        if _is_pairs(data):
-            return _eval_pairs(target, data, sink, system)
-        results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
+        if text:
+            shown.append(partial(print_perplexity, run_perplexity(target, data, block, sink=sink)))
+        elif data is not None and _is_pairs(data):
+            _eval_pairs(target, data, sink, system)
+        elif data is not None:
+            shown.append(partial(_print_eval_table, run_eval(target, data, max_tokens=max_tokens, match=match,
+                                                             sink=sink, system=system)))
+        if probe:
+            shown.append(partial(print_probe, run_probe(target, max_drop, sink)))
     finally:
         sink.close()
-    _print_eval_table(results)
+        if is_run and (Path(target) / runs.REPORT).is_file():
+            from edgetune.export.report_md import write_report_md
+
+            write_report_md(Path(target))
+    for show in shown:
+        show()
 
 
 def _is_pairs(data: str) -> bool:

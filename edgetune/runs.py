@@ -20,6 +20,7 @@ REPORT = "report.json"
 HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split them off
 CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
 BASE = "base.json"  # the exact base weights trained on (edgetune.base_identity)
+HELDOUT_TEXT = "heldout_text.jsonl"  # cpt: held-out blocks of domain text, for eval's perplexity
 
 
 def default_run_dir(name: str) -> Path:

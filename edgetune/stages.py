@@ -21,10 +21,7 @@ def stage_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
 
 
 def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
-    paths = dict(p.split("=", 1) for p in cfg.data.stage_paths if "=" in p)
-    sub = for_stage(cfg, method)
-    sub.data.path = paths.get(method, sub.data.path)
-    sub.data.stage_paths = []
+    sub = for_stage(cfg, method)  # with its own data.stage_paths entry as data.path
     sub.run_dir, sub.name = str(run_dir), f"{cfg.name}-{run_dir.name}"
     return sub
 

@@ -33,6 +33,8 @@ def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
     the peak follows that, not `train.max_length`. GRPO: the longest prompt plus `method.max_completion_length`.
     None when packing fills every sequence to max_length. Preference rows are tokenized only for the 32 longest by
     characters (a close proxy), so this stays quick on large sets."""
+    if cfg.method.name == "cpt":  # packed blocks: max_length, or less for a corpus shorter than one block
+        return max(map(len, train_ds["input_ids"]), default=0) or None
     if cfg.method.name == "sft":
         return None if cfg.train.packing else max(map(len, train_ds["input_ids"]), default=0) or None
     parts = {"dpo": ("chosen", "rejected"), "kto": ("completion",), "grpo": ()}[cfg.method.name]
@@ -100,6 +102,14 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     """Tokenize and mask the dataset, write data_report.json, and split off an eval set if asked."""
     from edgetune.data import build_dataset, ensure_chat_template, install_chat_template
 
+    if cfg.method.name == "cpt":  # raw text: no chat template in the data (a later SFT stage uses the model's)
+        from edgetune.cpt import prepare_text
+
+        if cfg.model.chat_template:  # a base model needs none for raw text; kept for samples and later stages
+            install_chat_template(tokenizer, cfg.model.chat_template)
+        ds, eval_ds = prepare_text(cfg, tokenizer, run_dir, sink)
+        write_decoded(run_dir, tokenizer, ds, eval_ds)
+        return ds, eval_ds
     if cfg.method.name != "sft":  # TRL renders these rows itself: no loss mask of ours to check
         install_chat_template(tokenizer, cfg.model.chat_template)
         return prepare_method_rows(cfg, run_dir, sink, tokenizer)
@@ -117,11 +127,14 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     if cfg.data.eval_fraction > 0 and len(ds) >= 10:
         split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
         ds, eval_ds = split["train"], split["test"]
+    write_decoded(run_dir, tokenizer, ds, eval_ds)
+    return ds, eval_ds
 
+
+def write_decoded(run_dir: Path, tokenizer, ds, eval_ds) -> None:
     def decode(d):
         return [tokenizer.decode(ids) for ids in d["input_ids"]]
     write_later_texts(run_dir, decode(ds), decode(eval_ds) if eval_ds is not None else None)
-    return ds, eval_ds
 
 
 def write_later_texts(run_dir: Path, train_texts: list[str], heldout: list[str] | None) -> None:
@@ -253,6 +266,10 @@ def check_exportable(cfg: RunConfig, resolved, sink) -> None:
 def sample_prompt(cfg: RunConfig, train_ds) -> str:
     """The first example's user turn: a prompt the run is learning to answer."""
     row = train_ds[0]
+    if cfg.method.name == "cpt":  # no prompts in raw text: the first words of the corpus, to watch it continue
+        from edgetune.data.text import read_documents
+
+        return " ".join(read_documents(cfg.data.path)[0][0].text.split()[:12])
     if "prompt" in row:  # preference / GRPO rows
         return row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
     from edgetune.data import load_conversations  # SFT rows are token ids by now: read the first conversation
@@ -264,7 +281,7 @@ def sample_prompt(cfg: RunConfig, train_ds) -> str:
 def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, out: Path, precision, callbacks, sink):
     from edgetune.methods import grpo, preference, sft
 
-    if cfg.method.name == "sft":
+    if cfg.method.name in ("sft", "cpt"):  # cpt: packed blocks with labels = input_ids, through the same trainer
         return sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)
     if cfg.method.name in ("dpo", "kto"):
         return preference.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)
