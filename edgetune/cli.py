@@ -417,31 +417,6 @@ app.command(name="distill")(distill_cmd)
 app.command(name="merge-adapters")(merge_adapters_cmd)
 
 
-def _engine_asked(argv: list[str]) -> str:
-    """train.engine as this command line will resolve it (--engine, else the config file's or the resumed run's
-    [train] engine, else auto), read without importing anything heavy."""
-    import tomllib
-
-    def value(*flags):
-        for i, a in enumerate(argv):
-            for f in flags:
-                if a == f and i + 1 < len(argv):
-                    return argv[i + 1]
-                if a.startswith(f + "="):
-                    return a.split("=", 1)[1]
-        return None
-
-    if engine := value("--engine"):
-        return engine
-    config = value("--config", "-c")
-    if config is None and "--resume" in argv and (run := value("--run-dir", "-o")):
-        config = str(Path(run) / "config.toml")
-    try:
-        return tomllib.loads(Path(config).read_text(encoding="utf-8")).get("train", {}).get("engine", "auto")
-    except (TypeError, OSError, ValueError, AttributeError):  # no or unreadable config: `train` reports it
-        return "auto"
-
-
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -454,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("train", "tui"):  # before anything imports transformers, TRL or PEFT
-        from edgetune.engines.choose import preload_unsloth
+        from edgetune.engines.choose import engine_asked, preload_unsloth
 
-        preload_unsloth(_engine_asked(argv))
+        preload_unsloth(engine_asked(argv))
     if argv and argv[0] not in ("--help", "-h", "tui"):  # the app quiets libraries itself, in a worker
         from edgetune.console import quiet_libraries
 

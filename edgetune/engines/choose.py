@@ -31,6 +31,32 @@ def preload_unsloth(engine: str) -> bool:
     return True
 
 
+def engine_asked(argv: list[str]) -> str:
+    """train.engine as this command line will resolve it (--engine, else the config file's or the resumed run's
+    [train] engine, else auto), read without importing anything heavy."""
+    import tomllib
+    from pathlib import Path
+
+    def value(*flags):
+        for i, a in enumerate(argv):
+            for f in flags:
+                if a == f and i + 1 < len(argv):
+                    return argv[i + 1]
+                if a.startswith(f + "="):
+                    return a.split("=", 1)[1]
+        return None
+
+    if engine := value("--engine"):
+        return engine
+    config = value("--config", "-c")
+    if config is None and "--resume" in argv and (run := value("--run-dir", "-o")):
+        config = str(Path(run) / "config.toml")
+    try:
+        return tomllib.loads(Path(config).read_text(encoding="utf-8")).get("train", {}).get("engine", "auto")
+    except (TypeError, OSError, ValueError, AttributeError):  # no or unreadable config: `train` reports it
+        return "auto"
+
+
 def cuda_available() -> bool:
     import torch
 
