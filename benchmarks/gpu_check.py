@@ -127,10 +127,11 @@ def install() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *wheels], check=True)
 
 
-def missing_modules() -> list[str]:
+def missing_modules(smoke: bool) -> list[str]:
+    needed = [m for m in NEEDED_MODULES if not (smoke and m in ("triton", "unsloth"))]  # GPU-only
     code = ("import importlib, json\nbad = []\nfor m in %r:\n    try:\n        importlib.import_module(m)\n"
             "    except Exception as e:\n        bad.append(f'{m} ({type(e).__name__}: {e})'[:200])\nprint(json.dumps(bad))"
-            % NEEDED_MODULES)
+            % needed)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else [out.stderr[-500:]]
 
@@ -216,7 +217,7 @@ def main() -> int:
         return plan()
     if not args.smoke:
         install()
-    missing = missing_modules()
+    missing = missing_modules(args.smoke)
     if missing:
         print("cannot run, missing here: " + "; ".join(missing) + "\n(carry them in .whl/: see CARRY in this file)")
         return 2
