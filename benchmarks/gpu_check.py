@@ -193,10 +193,11 @@ def run(smoke: bool, out: Path) -> int:
 
 def summarize(results: list[dict]) -> None:
     by = {r["step"]: r for r in results}
-    print("\nstep                    rc   seconds  tokens/s  peak VRAM GB  plan GB  labels ok")
+    print("\nstep                    rc   seconds  tokens/s  peak VRAM GB  plan GB  peak RSS GB  labels ok")
     for r in results:
         print(f"{r['step']:22} {r['rc']:3} {r['seconds']:9.0f} {r.get('tokens_per_s') or 0:9.0f} "
-              f"{r.get('peak_vram_gb') or 0:13.2f} {r.get('plan_gb') or 0:8.2f}  {r.get('labels_ok', '-')}")
+              f"{r.get('peak_vram_gb') or 0:13.2f} {r.get('plan_gb') or 0:8.2f} {r.get('peak_rss_gb') or 0:12.2f}  "
+              f"{r.get('labels_ok', '-')}")
     u, h = by.get("sft-unsloth"), by.get("sft-hf")
     if u and h and u.get("tokens_per_s") and h.get("tokens_per_s"):
         print(f"Unsloth / HF 4-bit: tokens/s x{u['tokens_per_s'] / h['tokens_per_s']:.2f} (goal >= 1.5), peak VRAM "

@@ -40,6 +40,7 @@ MAX_TEXT_TOKENS = 256  # per comparison text: enough context, bounded cost (posi
 SEED = 0
 COMPARE_ROWS = 32  # positions compared at a time
 LOGITS_BYTES = 256 * 1024**2  # fp32 logits of one reference batch: 512 tokens of a 128k vocab
+VERIFY_BATCH = 64  # tokens llama.cpp evaluates at a time while verifying
 
 # Tokenizer round-trip set: scripts, emoji (incl. ZWJ sequences and skin tones), code, JSON, numbers, inline
 # ChatML special tokens and awkward whitespace, where pre-tokenizer mismatches show up first.
@@ -307,8 +308,11 @@ def _load(path: Path, n_ctx: int):
     import llama_cpp
 
     try:  # f32 KV cache: the default f16 cache alone adds ~1e-3 relative noise to the logits
-        return llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, seed=SEED, n_threads=_usable_cpus(),
-                               type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+        # n_batch: llama.cpp keeps an output buffer and a compute buffer of n_batch x vocab fp32 logits (2 x 262 MB
+        # for a 128k vocab at 512); 64 rows keep them at 33 MB each, beside the mapped file under test
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=VERIFY_BATCH, n_ubatch=VERIFY_BATCH, logits_all=True,
+                               seed=SEED, n_threads=_usable_cpus(), type_k=llama_cpp.GGML_TYPE_F32,
+                               type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
     except Exception as e:  # noqa: BLE001 - llama.cpp only says "failed to load"
         raise ExportError(f"{path}: llama.cpp could not load the exported file ({e})",
                           hint="the export is broken; re-run `edgetune export`") from None
@@ -375,7 +379,7 @@ def _llama_logits(llm):
     def logits(ids: list[int]) -> np.ndarray:
         llm.reset()
         llm.eval(ids)
-        return np.array(llm.scores[: len(ids)])
+        return llm.scores[: len(ids)]  # a view: compare_logits reads it before the next eval (no 131 MB copy)
     return logits
 
 
