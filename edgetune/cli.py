@@ -13,6 +13,7 @@ import typer
 
 from edgetune.config import field_help as H
 from edgetune.errors import EdgetuneError, Interrupted
+from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, import_target as _target
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline.")
@@ -167,7 +168,7 @@ def merge(run_dir: Path = typer.Argument(..., help="Run directory with adapter/ 
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="Run directory (merged first if it has only an adapter)."),
+    run_dir: Optional[Path] = typer.Argument(None, help="Run directory (merged first if it has only an adapter)."),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Repeatable; `auto` picks by --max-kld."),
     max_kld: Optional[float] = typer.Option(None, "--max-kld", help=H("export.max_kld")),
     imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
@@ -176,10 +177,18 @@ def export(
     match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k] | regex:PATTERN."),
     onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
                                    "Repeatable; alone, it skips the GGUF export. Without --gguf and --onnx, the run's export.gguf / export.onnx."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
-    """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile."""
+    """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile.
+
+    A run trained elsewhere: --model MERGED_DIR, or --model BASE --adapter PEFT_DIR (made into a run directory first).
+    """
     from edgetune.export.gguf_export import export_gguf
     from edgetune.export.onnx_export import export_onnx
+
+    run_dir = Path(_target(run_dir, model, adapter, out))
 
     if not gguf and not onnx:  # no flags: what the run's config asks for (export.gguf, export.onnx)
         from edgetune.errors import ConfigError
@@ -246,11 +255,14 @@ def _print_export_table(result) -> None:
 
 @app.command(name="eval")
 def eval_cmd(
-    target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
+    target: Optional[str] = typer.Argument(None, help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
     data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
     match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer) | regex:PATTERN (searched in the reply, like the regex_format reward)."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
     """Task score and held-out loss for the base, merged and exported models, side by side.
 
@@ -258,6 +270,7 @@ def eval_cmd(
     """
     from edgetune.evaluate import run_eval
 
+    target = _target(target, model, adapter, out)
     sink = _sink()
     try:
         if _is_pairs(data):
@@ -318,7 +331,7 @@ def _print_eval_table(results) -> None:
 
 @app.command()
 def chat(
-    model: str = typer.Argument(..., help="A run directory, a merged HF directory, a .gguf file or an ONNX folder."),
+    model: Optional[str] = typer.Argument(None, help="A run directory, a merged HF directory, a .gguf file or an ONNX folder."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp | onnx"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply in tokens."),
@@ -326,9 +339,14 @@ def chat(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),
     compare: Optional[str] = typer.Option(None, "--compare", help="A second model (e.g. the base) answering every prompt too."),
     repeat_penalty: float = typer.Option(1.1, "--repeat-penalty", help="Repetition penalty (1.0 = off; 1.1 is Ollama's default)."),
+    base: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
     """Chat with a model offline; with piped stdin, one reply per input line."""
     from edgetune.chat import chat_loop, open_chat
+
+    model = _target(model, base, adapter, out)
 
     kw = dict(system=system, max_tokens=max_tokens, temperature=temperature, repeat_penalty=repeat_penalty)
     session = open_chat(model, backend=backend, **kw)

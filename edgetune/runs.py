@@ -19,6 +19,7 @@ METRICS = "metrics.jsonl"
 REPORT = "report.json"
 HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split them off
 CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
+IMPORTED = "imported.json"  # a run trained elsewhere: where its model / adapter came from (edgetune.imported_run)
 
 
 def default_run_dir(name: str) -> Path:
