@@ -13,7 +13,8 @@ import typer
 
 from edgetune.config import field_help as H
 from edgetune.errors import EdgetuneError, Interrupted
-from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, import_target as _target
+from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, launch_config
+from edgetune.cli_scaleout import import_target as _target
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline.")
@@ -90,12 +91,15 @@ def train(
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=H("train.nproc")),
 ):
     """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
-    from edgetune.events import Fanout, MetricsFile
+    from edgetune.cli_scaleout import launch_workers
+    from edgetune.distributed import inside_launch, is_main
+    from edgetune.events import Fanout, MetricsFile, null_sink
     from edgetune.train import train as run_train
 
     if resume and run_dir is None:
@@ -111,17 +115,23 @@ def train(
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
                        data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
                        method__num_generations=num_generations, model__chat_template=chat_template,
-                       export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None)
+                       export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None,
+                       train__nproc=nproc)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:
         cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         cfg.run_dir = str(runs.default_run_dir(cfg.name))
     cfg.name = cfg.name or Path(cfg.run_dir).name
-    sink = _sink()
+    if cfg.train.nproc > 1 and not inside_launch():  # start N workers running this same config (edgetune.distributed)
+        raise typer.Exit(launch_workers(cfg, resume))
+    sink = _sink() if is_main() else null_sink  # on N processes, rank 0 reports and writes metrics.jsonl
     try:
-        result = run_train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name)), resume=resume)
+        result = run_train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name))
+                           if is_main() else sink, resume=resume)
     finally:
-        sink.close()
+        getattr(sink, "close", lambda: None)()
+    if not is_main():
+        return
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
     typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {loss}; adapter: {result.adapter_dir}")
     typer.echo(f"next: edgetune merge {result.run_dir}")
@@ -393,6 +403,9 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+app.command(name="launch-config")(launch_config)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -414,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=argv, standalone_mode=False, prog_name="edgetune")
         return rv if isinstance(rv, int) else 0
     except Interrupted as e:
-        render_error(e)
+        from edgetune.distributed import is_main
+
+        if is_main():  # on N processes every rank stops; one says so
+            render_error(e)
         return 130
     except EdgetuneError as e:
         render_error(e)

@@ -33,3 +33,37 @@ def import_target(target, model: str | None, adapter: Path | None, run_dir: Path
         return str(import_run(model, adapter, run_dir, sink))
     finally:
         sink.close()
+
+
+def launch_workers(cfg, resume: bool) -> int:
+    """`edgetune train --nproc N`: refuse up front what cannot run, write the config the workers read, start them."""
+    from edgetune import distributed, hardware, runs
+    from edgetune.train import check_resume
+
+    run_dir = Path(cfg.run_dir)
+    distributed.check(cfg, hardware.detect(run_dir))
+    check_resume(run_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / runs.CONFIG)  # the run's config plus this command's flags: what every worker reads
+    typer.echo(f"training on {cfg.train.nproc} processes ({cfg.train.distributed}); rank 0 reports")
+    return distributed.launch(run_dir, cfg.train.nproc, resume)  # rank 0 printed the result
+
+
+def launch_config(
+    source: Path = typer.Argument(..., help="A run directory or a config TOML file."),
+    out: Path = typer.Option(..., "--out", help="Folder to write config.toml, accelerate_{ddp,fsdp}.yaml and run.sh into."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Processes when the box has no GPUs to count (default: the config's train.nproc, at least 2)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Retune precision, 4-bit and batch for the box's GPUs with this profile (e.g. gpu-24gb)."),
+):
+    """Files to run the same training on a rented multi-GPU box: the resolved config, accelerate configs (DDP and
+    FSDP) and a run.sh calling `accelerate launch` on edgetune's training entry point."""
+    from edgetune.console import RichSink
+    from edgetune.launch_config import write_launch_config
+
+    sink = RichSink()
+    try:
+        script = write_launch_config(source, out, nproc, profile, sink)
+    finally:
+        sink.close()
+    typer.echo(f"wrote {out}/config.toml, accelerate_ddp.yaml, accelerate_fsdp.yaml, {script.name}")
+    typer.echo(f"on the box: cd {out.name} && ./run.sh   (MODE=fsdp ./run.sh to shard the model)")
