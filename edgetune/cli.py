@@ -13,7 +13,7 @@ import typer
 
 from edgetune.config import field_help as H
 from edgetune.errors import EdgetuneError, Interrupted
-from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, launch_config
+from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, handoff_app, launch_config
 from edgetune.cli_scaleout import import_target as _target
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
@@ -404,6 +404,7 @@ def doctor():
 
 
 app.command(name="launch-config")(launch_config)
+app.add_typer(handoff_app, name="handoff")
 
 
 def _raise_interrupt(signum, frame):

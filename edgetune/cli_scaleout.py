@@ -67,3 +67,26 @@ def launch_config(
         sink.close()
     typer.echo(f"wrote {out}/config.toml, accelerate_ddp.yaml, accelerate_fsdp.yaml, {script.name}")
     typer.echo(f"on the box: cd {out.name} && ./run.sh   (MODE=fsdp ./run.sh to shard the model)")
+
+
+handoff_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                          help="Hand a run over to another trainer for scale (Verl for GRPO).")
+
+
+@handoff_app.command(name="verl")
+def handoff_verl(
+    source: Path = typer.Argument(..., help="A GRPO run directory (or sft,grpo stages) or a config TOML file."),
+    out: Path = typer.Option(..., "--out", help="Folder for train.parquet, val.parquet, reward_fn.py and run_verl.sh."),
+):
+    """GRPO on Verl (Ray, vLLM rollouts): the prompts as parquet in Verl's schema, reward_fn.py applying the run's
+    edgetune rewards with their weights, and run_verl.sh with the main_ppo overrides for GRPO with LoRA."""
+    from edgetune.console import RichSink
+    from edgetune.handoff_verl import write_verl_handoff
+
+    sink = RichSink()
+    try:
+        summary = write_verl_handoff(source, out, sink)
+    finally:
+        sink.close()
+    typer.echo(f"wrote {out}/train.parquet ({summary['rows']} prompts), val.parquet, reward_fn.py, run_verl.sh")
+    typer.echo(f"on the GPU box: {out}/run_verl.sh   (policy: {summary['model']})")
