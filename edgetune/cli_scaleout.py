@@ -38,11 +38,19 @@ def import_target(target, model: str | None, adapter: Path | None, run_dir: Path
 def launch_workers(cfg, resume: bool) -> int:
     """`edgetune train --nproc N`: refuse up front what cannot run, write the config the workers read, start them."""
     from edgetune import distributed, hardware, runs
+    from edgetune.console import RichSink
     from edgetune.train import check_resume
 
     run_dir = Path(cfg.run_dir)
     distributed.check(cfg, hardware.detect(run_dir))
     check_resume(run_dir, resume)
+    from edgetune import models
+
+    sink = RichSink()  # a GGUF or the default model is converted once, here, not by N workers racing for the cache
+    try:
+        models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
+    finally:
+        sink.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / runs.CONFIG)  # the run's config plus this command's flags: what every worker reads
     typer.echo(f"training on {cfg.train.nproc} processes ({cfg.train.distributed}); rank 0 reports")

@@ -123,3 +123,25 @@ def test_a_run_without_grpo_is_refused(tmp_path, chat_jsonl, capsys):
     config.write_text(f'[data]\npath = "{chat_jsonl}"\n')
     assert main(["handoff", "verl", str(config), "--out", str(tmp_path / "o")]) == 1
     assert "GRPO" in capsys.readouterr().err
+
+
+def test_staged_run_hands_off_its_merged_sft_stage(tiny_model_dir, chat_jsonl, tmp_path):
+    from edgetune.stages import stage_config, stage_dirs
+    from edgetune.train import train
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    run = tmp_path / "run"
+    cfg = C.resolve(None, {"model": {"ref": str(tiny_model_dir), "load_in_4bit": False}, "run_dir": str(run),
+                           "name": "staged", "data": {"path": str(chat_jsonl), "stage_paths": [f"grpo={prompts}"]},
+                           "method": {"stages": ["sft", "grpo"]}, "train": {"max_steps": 2}}, profile="cpu")
+    run.mkdir()
+    cfg.save(run / "config.toml")
+    (method, sft_dir), _ = stage_dirs(cfg)
+    train(stage_config(cfg, method, sft_dir))  # only the SFT stage has run: GRPO goes to Verl
+    from edgetune.handoff_verl import write_verl_handoff
+
+    summary = write_verl_handoff(run, tmp_path / "verl")
+    assert summary["model"] == str((sft_dir / "merged").resolve()) and (sft_dir / "merged" / "config.json").is_file()
+    assert f"actor_rollout_ref.model.path={summary['model']}" in (tmp_path / "verl" / "run_verl.sh").read_text()
+    assert summary["rows"] == 3
