@@ -1,0 +1,28 @@
+"""`--nproc` refuses up front what cannot run on several processes, and states the effective batch.
+(Training on 2 gloo processes: tests/integration/test_multiproc_smollm2.py and tests/unit/test_launch_config.py.)"""
+from edgetune import config as C
+from edgetune import distributed
+from edgetune.cli import main
+
+
+def test_refusals_come_before_any_process_starts(chat_jsonl, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(chat_jsonl), "--nproc", "2", "--engine", "unsloth", "--run-dir", str(run)])
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert code == 1 and "train.engine" in err and "unsloth" in err and not run.exists()
+    fsdp = tmp_path / "fsdp.toml"
+    fsdp.write_text('[model]\nload_in_4bit = true\n[train]\ndistributed = "fsdp"\n')
+    code = main(["train", "-c", str(fsdp), "--data", str(chat_jsonl), "--nproc", "2", "--run-dir", str(run)])
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert code == 1 and "fsdp" in err and "load_in_4bit" in err
+    code = main(["train", "--data", str(chat_jsonl), "--nproc", "0", "--run-dir", str(run)])
+    assert code == 1 and "train.nproc" in capsys.readouterr().err
+
+
+def test_effective_batch_counts_every_process(monkeypatch):
+    cfg = C.resolve(None, {"data": {"path": "x.jsonl"}, "train": {"batch_size": 3, "grad_accum": 2, "nproc": 4}})
+    assert distributed.effective_batch_note(cfg) == "effective batch 24 = 3 per device x 2 accumulation x 4 processes"
+    monkeypatch.setenv("WORLD_SIZE", "8")  # inside a launch, the launcher's process count is what runs
+    monkeypatch.setenv("RANK", "3")
+    assert distributed.effective_batch_note(cfg).startswith("effective batch 48 ")
+    assert not distributed.is_main() and distributed.inside_launch()
