@@ -75,7 +75,7 @@ def mode(cfg) -> str:
 
 def effective_batch_note(cfg) -> str:
     t = cfg.train
-    n = max(1, world()[2] if inside_launch() else t.nproc)
+    n = world()[2]  # the processes actually training (train.nproc is what the CLI starts)
     return (f"effective batch {t.batch_size * t.grad_accum * n} = {t.batch_size} per device x {t.grad_accum} "
             f"accumulation x {n} process{'es' if n > 1 else ''}")
 

@@ -177,6 +177,9 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
     plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
     sink(Note(distributed.effective_batch_note(cfg)))
+    if cfg.train.nproc > 1 and not distributed.inside_launch():
+        sink(Note(f"train.nproc = {cfg.train.nproc}, but this process trains alone: `edgetune train --nproc` starts "
+                  "the processes", "warning"))
     if distributed.inside_launch() and distributed.mode(cfg) == "fsdp" and hw.device == "cpu":
         sink(Note("train.distributed = fsdp needs GPUs (accelerate shards only on GPU process groups): on CPU the "
                   "processes train data parallel, each holding the whole model", "warning"))

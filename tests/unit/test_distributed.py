@@ -21,7 +21,7 @@ def test_refusals_come_before_any_process_starts(chat_jsonl, tmp_path, capsys):
 
 def test_effective_batch_counts_every_process(monkeypatch):
     cfg = C.resolve(None, {"data": {"path": "x.jsonl"}, "train": {"batch_size": 3, "grad_accum": 2, "nproc": 4}})
-    assert distributed.effective_batch_note(cfg) == "effective batch 24 = 3 per device x 2 accumulation x 4 processes"
+    assert distributed.effective_batch_note(cfg) == "effective batch 6 = 3 per device x 2 accumulation x 1 process"
     monkeypatch.setenv("WORLD_SIZE", "8")  # inside a launch, the launcher's process count is what runs
     monkeypatch.setenv("RANK", "3")
     assert distributed.effective_batch_note(cfg).startswith("effective batch 48 ")
