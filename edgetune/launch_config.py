@@ -59,7 +59,8 @@ RUN_SH = """\
 #   MODE=fsdp ./run.sh        FSDP: the 16-bit model sharded across the GPUs
 #   NPROC=4 ./run.sh          another process count (without GPUs: NPROC CPU processes on gloo; default {nproc})
 # train.batch_size in config.toml is per device: effective batch = batch_size x grad_accum x NPROC.
-# Ctrl-C writes a checkpoint; running this again resumes from it. Bring the result home with:
+# Ctrl-C writes a checkpoint (torchrun then reports the signal with a traceback); running this again resumes from it.
+# Bring the result home with:
 #   edgetune export --model <base> --adapter {run_dir}/adapter
 set -euo pipefail
 cd "$(dirname "$0")"

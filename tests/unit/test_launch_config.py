@@ -1,8 +1,10 @@
 """`edgetune launch-config`: the files for a rented box, and run.sh running as written on 2 CPU processes (gloo)."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import tomllib
 
@@ -44,6 +46,26 @@ def test_run_sh_trains_on_two_cpu_processes(tiny_model_dir, chat_jsonl, tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"TrainStep"' in x]
     assert [s["step"] for s in steps] == [1, 2, 3]
+
+    # a terminal's Ctrl-C reaches the launcher and every worker (and the launcher passes it on again): one stop,
+    # every rank after the same step, one checkpoint; torchrun's agent then exits non-zero (its own behaviour)
+    proc = subprocess.Popen([str(out / "run.sh"), "--max-steps", "100000"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(step_numbers(run)) < 13:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    stopped = step_numbers(run)[-1]
+    assert proc.returncode != 0 and err.count("Interrupted") == 1, err[-3000:]
+    assert f"checkpoint-{stopped}" in [c.name for c in (run / "checkpoints").glob("checkpoint-*")]
+    assert stopped < 100000 and step_numbers(run) == list(range(1, stopped + 1))
+
+
+def step_numbers(run):
+    path = run / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(x)["step"] for x in text.splitlines() if '"TrainStep"' in x]
 
 
 def test_missing_source_is_a_clear_error(tmp_path, capsys):
