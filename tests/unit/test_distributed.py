@@ -1,5 +1,7 @@
 """`--nproc` refuses up front what cannot run on several processes, and states the effective batch.
 (Training on 2 gloo processes: tests/integration/test_multiproc_smollm2.py and tests/unit/test_launch_config.py.)"""
+import pytest
+
 from edgetune import config as C
 from edgetune import distributed
 from edgetune.cli import main
@@ -26,3 +28,29 @@ def test_effective_batch_counts_every_process(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     assert distributed.effective_batch_note(cfg).startswith("effective batch 48 ")
     assert not distributed.is_main() and distributed.inside_launch()
+
+
+@pytest.mark.parametrize("method", ["sft-qlora", "grpo"])
+def test_two_gloo_processes_train_qlora_and_grpo(method, tiny_model_dir, chat_jsonl, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = ["--model", str(tiny_model_dir), "--max-steps", "2", "--profile", "cpu", "--batch-size", "2",
+            "--nproc", "2", "--run-dir", str(run)]
+    if method == "grpo":
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text("".join(json.dumps({"prompt": f"{i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(6)))
+        args += ["--data", str(prompts), "--method", "grpo", "--reward", "length_penalty", "--num-generations", "2",
+                 "--no-4bit"]
+    else:
+        args += ["--data", str(chat_jsonl), "--4bit"]
+    done = subprocess.run([sys.executable, "-m", "edgetune.cli", "train", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"TrainStep"' in x]
+    assert [s["step"] for s in steps] == [1, 2] and (run / "adapter" / "adapter_model.safetensors").is_file()
+    if method == "grpo":
+        assert all("reward" in s for s in steps)
