@@ -1,5 +1,6 @@
-"""`--nproc` refuses up front what cannot run on several processes, and states the effective batch.
-(Training on 2 gloo processes: tests/integration/test_multiproc_smollm2.py and tests/unit/test_launch_config.py.)"""
+"""`--nproc` refuses up front what cannot run on several processes, states the effective batch, and trains QLoRA and
+GRPO on 2 gloo processes. (SmolLM2 on 2 processes vs 1, stop and resume: tests/integration/test_multiproc_smollm2.py;
+run.sh under accelerate launch: tests/unit/test_launch_config.py.)"""
 import pytest
 
 from edgetune import config as C
