@@ -34,18 +34,22 @@ COMMON = dict(num_key_value_heads=8, head_dim=None, vocab_size=128256, max_posit
                             "original_max_position_embeddings": 8192})
 
 
-def build_checkpoint(size: str, out: Path) -> Path:
-    """Random bf16 weights written tensor by tensor (no whole model in memory), the embedded tokenizer."""
+def build_checkpoint(size: str, out: Path, shape: dict | None = None, tokenizer_dir: Path | None = None) -> Path:
+    """Random bf16 weights written tensor by tensor (no whole model in memory), the embedded tokenizer (or the copy
+    of it in `tokenizer_dir`, where the embedded model is not installed). `shape` overrides SHAPES[size]."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     sys.path.insert(0, str(REPO))
-    from edgetune.models import resolve
     from edgetune.safetensors_io import ShardedWriter
     from edgetune.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(resolve("default").path)
-    shape = {**SHAPES[size], **COMMON}
+    if tokenizer_dir is None:
+        from edgetune.models import resolve
+
+        tokenizer_dir = resolve("default").path
+    tok = load_tokenizer(tokenizer_dir)
+    shape = {**(shape or SHAPES[size]), **COMMON}
     shape["head_dim"] = shape["hidden_size"] // shape["num_attention_heads"]
     config = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, dtype="bfloat16")

@@ -62,13 +62,13 @@ class ChatSession:
 class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, path: Path, n_ctx: int = 2048, repeat_penalty: float = REPEAT_PENALTY):
+    def __init__(self, path: Path, n_ctx: int = 2048, repeat_penalty: float = REPEAT_PENALTY, n_gpu_layers: int = 0):
         self.repeat_penalty = repeat_penalty
         from llama_cpp import Llama
 
         n_ctx = min(n_ctx, trained_context(path) or n_ctx)
         try:  # the chat template and EOS come from the GGUF's own metadata
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False)
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False)
         except Exception as e:
             raise ModelError(f"{path}: llama.cpp could not load this file ({e})",
                              hint="re-export it with `edgetune export`, or check the file is a complete GGUF") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +14,9 @@ import typer
 
 from edgetune.config import field_help as H
 from edgetune.errors import EdgetuneError, Interrupted
-from edgetune.cli_scaleout import IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, handoff_app, launch_config
-from edgetune.cli_scaleout import import_target as _target
+from edgetune.cli_scaleout import (IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, handoff_app, import_target as _target,
+                                   launch_config, run_training)
+from edgetune.distributed import is_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline.")
@@ -84,23 +86,22 @@ def train(
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help=H("model.trust_remote_code")),
     name: Optional[str] = typer.Option(None, "--name", help=H("name")),
     stages: Optional[str] = typer.Option(None, "--stages", help=H("method.stages") + " Comma-separated."),
-    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Repeatable."),
+    stage_data: list[str] = typer.Option([], "--stage-data", help=H("data.stage_paths") + " Comma-separated or repeated."),
     reward: list[str] = typer.Option([], "--reward", help=H("method.rewards") + " Repeatable."),
     beta: Optional[float] = typer.Option(None, "--beta", help=H("method.beta")),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help=H("method.num_generations")),
+    loss_type: Optional[str] = typer.Option(None, "--loss-type", help=H("method.loss_type")),
+    importance_sampling: Optional[str] = typer.Option(None, "--importance-sampling", help=H("method.importance_sampling_level")),
+    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help=H("method.scale_rewards")),
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help=H("train.nproc")),
 ):
-    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, or --stages sft,dpo,grpo) into a run directory."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, CPT on raw text, or --stages cpt,sft,dpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
-    from edgetune.cli_scaleout import launch_workers
-    from edgetune.distributed import inside_launch, is_main
-    from edgetune.events import Fanout, MetricsFile, null_sink
-    from edgetune.train import train as run_train
 
     if resume and run_dir is None:
         raise EdgetuneError("--resume needs --run-dir", hint="pass the run directory to continue", title="Missing option")
@@ -113,8 +114,10 @@ def train(
                        train__packing=packing, model__trust_remote_code=trust_remote_code, name=name,
                        run_dir=str(run_dir) if run_dir else None,
                        method__stages=[x.strip() for x in stages.split(",") if x.strip()] if stages else None,
-                       data__stage_paths=stage_data or None, method__rewards=reward or None, method__beta=beta,
+                       data__stage_paths=[x.strip() for v in stage_data for x in v.split(",") if x.strip()] or None, method__rewards=reward or None, method__beta=beta,
                        method__num_generations=num_generations, model__chat_template=chat_template,
+                       method__loss_type=loss_type, method__importance_sampling_level=importance_sampling,
+                       method__scale_rewards=scale_rewards,
                        export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None,
                        train__nproc=nproc)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
@@ -122,15 +125,8 @@ def train(
         cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         cfg.run_dir = str(runs.default_run_dir(cfg.name))
     cfg.name = cfg.name or Path(cfg.run_dir).name
-    if cfg.train.nproc > 1 and not inside_launch():  # start N workers running this same config (edgetune.distributed)
-        raise typer.Exit(launch_workers(cfg, resume))
-    sink = _sink() if is_main() else null_sink  # on N processes, rank 0 reports and writes metrics.jsonl
-    try:
-        result = run_train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name))
-                           if is_main() else sink, resume=resume)
-    finally:
-        getattr(sink, "close", lambda: None)()
-    if not is_main():
+    result = run_training(cfg, resume)  # one process, or N through edgetune.distributed
+    if result is None:  # a worker other than rank 0: it stays quiet
         return
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
     typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {loss}; adapter: {result.adapter_dir}")
@@ -266,29 +262,59 @@ def _print_export_table(result) -> None:
 @app.command(name="eval")
 def eval_cmd(
     target: Optional[str] = typer.Argument(None, help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
-    data: str = typer.Option(..., "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json); "
+                                       "preference pairs; or raw domain text (.txt/.md, a folder, .jsonl with `text`) "
+                                       "for held-out perplexity. Default on a cpt run: its held-out text."),
     match: str = typer.Option("exact", "--match", help="exact | prefix[:k] | contains[:k] (first k words of the answer) | regex:PATTERN (searched in the reply, like the regex_format reward)."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the run's data.system_prompt)."),
+    block: Optional[int] = typer.Option(None, "--block", help="Perplexity: tokens per scored block (default: the run's train.max_length, at most 1024)."),
+    probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help=H("eval.probe") + " Default: on for a run dir (eval.probe), off for a single model."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=H("eval.max_probe_drop") + " Default: the run's."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
     out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
-    """Task score and held-out loss for the base, merged and exported models, side by side.
+    """Task score and held-out loss for the base, merged and exported models, side by side, and the forgetting check.
 
-    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead.
+    With preference pairs (prompt/chosen/rejected rows): preference accuracy and log-prob margin instead. With raw
+    text: held-out perplexity (what continued pretraining lowers). On a run, also the general-ability probe, base vs
+    tuned, with a warning when the tuned model lost more than eval.max_probe_drop points; all in report.md.
     """
+    from edgetune import runs
+    from edgetune.data.text import is_text_corpus
+    from edgetune.eval_tables import print_perplexity, print_probe
     from edgetune.evaluate import run_eval
+    from edgetune.forgetting import run_probe
+    from edgetune.perplexity import heldout_text_of, run_perplexity
 
     target = _target(target, model, adapter, out)
-    sink = _sink()
+    is_run = (Path(target) / runs.CONFIG).is_file()
+    if probe is None:
+        probe = is_run and runs.load_run_config(Path(target)).eval.probe
+    text = data is None and heldout_text_of(Path(target)) is not None or data is not None and is_text_corpus(data)
+    if data is None and not text and not probe:
+        raise EdgetuneError("nothing to evaluate: no --data, no held-out domain text in the target, and --no-probe",
+                            hint="pass --data (eval rows, preference pairs, or raw text) or --probe", title="Missing option")
+    sink, shown = _sink(), []
     try:
-        if _is_pairs(data):
-            return _eval_pairs(target, data, sink, system)
-        results = run_eval(target, data, max_tokens=max_tokens, match=match, sink=sink, system=system)
+        if text:
+            shown.append(partial(print_perplexity, run_perplexity(target, data, block, sink=sink)))
+        elif data is not None and _is_pairs(data):
+            _eval_pairs(target, data, sink, system)
+        elif data is not None:
+            shown.append(partial(_print_eval_table, run_eval(target, data, max_tokens=max_tokens, match=match,
+                                                             sink=sink, system=system)))
+        if probe:
+            shown.append(partial(print_probe, run_probe(target, max_drop, sink)))
     finally:
         sink.close()
-    _print_eval_table(results)
+        if is_run and (Path(target) / runs.REPORT).is_file():
+            from edgetune.export.report_md import write_report_md
+
+            write_report_md(Path(target))
+    for show in shown:
+        show()
 
 
 def _is_pairs(data: str) -> bool:
@@ -403,6 +429,10 @@ def doctor():
     raise typer.Exit(0 if ok else 1)
 
 
+from edgetune.cli_posttrain import distill_cmd, merge_adapters_cmd  # noqa: E402 - commands kept in their own module
+
+app.command(name="distill")(distill_cmd)
+app.command(name="merge-adapters")(merge_adapters_cmd)
 app.command(name="launch-config")(launch_config)
 app.add_typer(handoff_app, name="handoff")
 
@@ -418,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     # is left at a final path.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("train", "tui"):  # before anything imports transformers, TRL or PEFT
+        from edgetune.engines.choose import engine_asked, preload_unsloth
+
+        preload_unsloth(engine_asked(argv))
     if argv and argv[0] not in ("--help", "-h", "tui"):  # the app quiets libraries itself, in a worker
         from edgetune.console import quiet_libraries
 
@@ -428,8 +462,6 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=argv, standalone_mode=False, prog_name="edgetune")
         return rv if isinstance(rv, int) else 0
     except Interrupted as e:
-        from edgetune.distributed import is_main
-
         if is_main():  # on N processes every rank stops; one says so
             render_error(e)
         return 130

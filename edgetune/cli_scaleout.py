@@ -35,6 +35,26 @@ def import_target(target, model: str | None, adapter: Path | None, run_dir: Path
         sink.close()
 
 
+def run_training(cfg, resume: bool):
+    """`edgetune train` on one process, or on N (`train.nproc`): the launcher starts the workers and exits with their
+    code; in a worker, rank 0 reports and writes metrics.jsonl, the other ranks stay quiet (None)."""
+    from edgetune import runs
+    from edgetune.console import RichSink
+    from edgetune.distributed import inside_launch, is_main
+    from edgetune.events import Fanout, MetricsFile, null_sink
+    from edgetune.train import train
+
+    if cfg.train.nproc > 1 and not inside_launch():
+        raise typer.Exit(launch_workers(cfg, resume))
+    if not is_main():
+        train(cfg, null_sink, resume=resume)
+        return None
+    sink = RichSink()
+    try:
+        return train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name)), resume=resume)
+    finally:
+        sink.close()
+
 def launch_workers(cfg, resume: bool) -> int:
     """`edgetune train --nproc N`: refuse up front what cannot run, write the config the workers read, start them."""
     from edgetune import distributed, hardware, runs

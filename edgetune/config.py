@@ -29,10 +29,14 @@ def opt(default: Any, help: str, choices: tuple | None = None, factory: bool = F
 
 
 ALL_LINEAR = ["all-linear"]  # every linear layer of the blocks, whatever the family calls them (Phi-3: qkv_proj, gate_up_proj)
-METHODS = ("sft", "dpo", "kto", "grpo")
+METHODS = ("sft", "dpo", "kto", "grpo", "cpt")
 ENGINES = ("auto", "unsloth", "hf")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion")
+# TRL 1.15 GRPOConfig.loss_type values (TRL's default is dapo); README "GRPO variants" says when to pick which.
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+IS_LEVELS = ("token", "sequence")
+REWARD_SCALING = ("group", "batch", "none")
 
 
 @dataclass
@@ -46,19 +50,19 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str = opt("", "Training data: .jsonl/.json/.csv/.parquet file or a hub dataset id.")
+    path: str = opt("", "Training data: .jsonl/.json/.csv/.parquet file or a hub dataset id; for cpt, raw text: a .txt/.md file, a folder of them, or .jsonl with a `text` field.")
     format: str = opt("auto", "Row format; `auto` detects messages / sharegpt / alpaca / prompt_completion.", DATA_FORMATS)
     split: str = opt("train", "Split to read when `path` is a hub dataset id.")
     system_prompt: str = opt("", "System message prepended to every conversation that has none.")
     eval_fraction: float = opt(0.0, "Fraction of examples held out for evaluation (0 = none).")
     max_examples: int = opt(0, "Use at most this many examples (0 = all).")
-    stage_paths: list[str] = opt([], "Data for each stage of a multi-stage run, as METHOD=PATH (e.g. dpo=pairs.jsonl); a stage without one uses `path`.", factory=True)
+    stage_paths: list[str] = opt([], "Data for each stage of a multi-stage run, as METHOD=PATH (e.g. cpt=notes.txt,sft=chat.jsonl); a stage without one uses `path`.", factory=True)
 
 
 @dataclass
 class MethodConfig:
-    name: str = opt("sft", "Training method: sft, dpo (preference pairs), kto (unpaired labels) or grpo (rewards).", METHODS)
-    stages: list[str] = opt([], "Run several methods in order on one run dir (e.g. sft,dpo), each starting from the previous stage's adapter; data per stage in `data.stage_paths`.", factory=True)
+    name: str = opt("sft", "Training method: sft, dpo (preference pairs), kto (unpaired labels), grpo (rewards) or cpt (continued pretraining on raw text).", METHODS)
+    stages: list[str] = opt([], "Run several methods in order on one run dir (e.g. sft,dpo or cpt,sft), each starting from the previous stage's adapter; data per stage in `data.stage_paths`.", factory=True)
     beta: float = opt(0.1, "DPO/KTO/GRPO: strength of the pull towards the reference model (KL coefficient for GRPO uses `kl_beta`).")
     rewards: list[str] = opt(["answer_match"], "GRPO reward functions, NAME[=WEIGHT] or module:function[=WEIGHT].", factory=True)
     reward_pattern: str = opt(r"^Arr!", "Regex for the `regex_format` reward (a completion matching it scores 1).")
@@ -68,6 +72,9 @@ class MethodConfig:
     max_completion_length: int = opt(64, "GRPO: longest sampled completion in tokens.")
     kl_beta: float = opt(0.0, "GRPO: KL coefficient to the reference model (0 = no reference model, less memory).")
     temperature: float = opt(1.0, "GRPO: sampling temperature for completions.")
+    loss_type: str = opt("dapo", "GRPO: how token losses are aggregated: dapo (TRL default, normalised over the batch's tokens), grpo (per sequence; length bias), dr_grpo (by a constant; no length bias), bnpo (over the local batch's tokens), cispo, sapo, luspo, vespo.", GRPO_LOSS_TYPES)
+    importance_sampling_level: str = opt("token", "GRPO: importance ratios per token, or per sequence (GSPO: stabler on long completions and MoE; pair it with loss_type grpo).", IS_LEVELS)
+    scale_rewards: str = opt("group", "GRPO: divide advantages by the reward std of the group, of the batch, or not at all (`none`, as Dr. GRPO recommends).", REWARD_SCALING)
 
 
 @dataclass
@@ -115,7 +122,14 @@ class ExportConfig:
     onnx: list[str] = opt([], "ONNX variants to export for onnxruntime (fp32, fp16, int8, int4); empty = none.", factory=True)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig, "export": ExportConfig}
+@dataclass
+class EvalConfig:
+    probe: bool = opt(True, "`edgetune eval` on a run also scores the shipped general-ability probe, base vs tuned (the forgetting check).")
+    max_probe_drop: float = opt(5.0, "Warn when the tuned model scores more than this many points (of 100) below the base on the general probe.")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "method": MethodConfig, "lora": LoraConfig, "train": TrainConfig,
+            "export": ExportConfig, "eval": EvalConfig}
 
 
 @dataclass
@@ -129,6 +143,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     # Per-stage settings of a multi-stage run, e.g. [stage.grpo.train] max_steps = 30: same tables as the file,
     # applied on top of everything else for that stage only.
     stage: dict = field(default_factory=dict, metadata={"help": "Per-stage overrides: [stage.METHOD.SECTION] tables.", "choices": None})
@@ -249,9 +264,12 @@ def _deep_merge(into: dict, extra: dict) -> None:
 
 
 def for_stage(cfg: RunConfig, method: str) -> RunConfig:
-    """`cfg` as one stage of it sees it: a single-method copy with `[stage.METHOD]` applied."""
+    """`cfg` as one stage of it sees it: a single-method copy with its `data.stage_paths` entry and `[stage.METHOD]`
+    applied."""
     sub = copy.deepcopy(cfg)
     sub.stage, sub.method.name, sub.method.stages = {}, method, []
+    paths = dict((k.strip(), v.strip()) for k, _, v in (sp.partition("=") for sp in cfg.data.stage_paths))
+    sub.data.path, sub.data.stage_paths = paths.get(method) or sub.data.path, []
     problems: list[str] = []
     apply_overrides(sub, cfg.stage.get(method, {}), f"stage.{method}", problems)
     if problems:
@@ -293,8 +311,17 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
             if choices and getattr(section, f.name) not in choices:
                 p.append(f"`{sec_name}.{f.name}` = {getattr(section, f.name)!r}; set one of: {', '.join(choices)}")
     t, lora = cfg.train, cfg.lora
-    if not cfg.data.path:
-        p.append("`data.path` is empty; set --data PATH (a .jsonl/.json/.csv/.parquet file or hub dataset id)")
+    staged = {sp.split("=", 1)[0].strip() for sp in cfg.data.stage_paths if "=" in sp}
+    for sp in cfg.data.stage_paths:
+        method = sp.split("=", 1)[0].strip()
+        if "=" not in sp or not sp.split("=", 1)[1].strip():
+            p.append(f"`data.stage_paths` has {sp!r}; write METHOD=PATH, e.g. --stage-data sft=chat.jsonl")
+        elif method not in cfg.method.stages:
+            p.append(f"`data.stage_paths` names {method!r}, which is not a stage of this run; set `method.stages` "
+                     f"(--stages) to include it, or drop {sp!r}")
+    if not cfg.data.path and not (cfg.method.stages and all(st in staged for st in cfg.method.stages)):
+        p.append("`data.path` is empty; set --data PATH (a .jsonl/.json/.csv/.parquet file or hub dataset id; for cpt "
+                 "a .txt/.md file or folder), or --stage-data METHOD=PATH for every stage")
     if not cfg.model.ref:
         p.append("`model.ref` is empty; set --model (hub id, local dir, .gguf file or `default`)")
     if t.max_steps < 0:
@@ -343,6 +370,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append(f"`method.beta` = {m.beta}; set a non-negative value such as 0.1")
     if cfg.export.max_kld <= 0:
         p.append(f"`export.max_kld` = {cfg.export.max_kld}; set a positive KL divergence budget such as 0.05")
+    if not 0 <= cfg.eval.max_probe_drop <= 100:
+        p.append(f"`eval.max_probe_drop` = {cfg.eval.max_probe_drop}; set points of 100 in [0, 100], e.g. 5")
     if not 0 <= cfg.data.eval_fraction < 1:
         p.append(f"`data.eval_fraction` = {cfg.data.eval_fraction}; set a value in [0, 1)")
     if cfg.data.max_examples < 0:

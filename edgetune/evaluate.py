@@ -273,9 +273,8 @@ def tokenizer_of(backend):
 def gguf_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    from edgetune.models import fix_special_tokens
-
     from edgetune.gguf_tokenizer import sentencepiece_tokenizer
+    from edgetune.models import fix_special_tokens
 
     tok = sentencepiece_tokenizer(path) or AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     fix_special_tokens(tok, path)
@@ -300,9 +299,8 @@ def load_hf(model_dir: str, tokenizer_dir: Path | None = None, adapter: Path | N
     import torch
     from transformers import AutoModelForCausalLM
 
-    from edgetune.tokenizer import load_tokenizer
-
     from edgetune.models import load_error
+    from edgetune.tokenizer import load_tokenizer
 
     try:
         tok = load_tokenizer(tokenizer_dir or adapter or model_dir)
@@ -321,8 +319,8 @@ def _trained(run_dir: Path) -> HFBackend:
     """base+adapter exactly as training saw it (the 4-bit base when the run used one)."""
     from edgetune.engines.base import Precision
     from edgetune.engines.hf import HFEngine
-    from edgetune.runs import load_run_config
     from edgetune.models import resolve
+    from edgetune.runs import load_run_config
 
     cfg = load_run_config(run_dir)
     resolved = resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code)
@@ -455,14 +453,20 @@ def evaluate_targets(targets: list[tuple[str, object]], rows: list[EvalRow], max
         loss = "n/a" if result["heldout_loss"] is None else f"{result['heldout_loss']:.4f}"
         sink(Note(f"{label}: task score {result['task_score']:.1%} ({correct}/{len(rows)}, match {match}); "
                   f"held-out loss {loss} over {n_tokens} answer tokens; {result['seconds']:.0f} s"))
-        if built and isinstance(backend, LlamaCppBackend):
-            backend.llm.close()
-            if getattr(backend, "temp_dir", None):
-                shutil.rmtree(backend.temp_dir, ignore_errors=True)
-        del backend, logits
-        gc.collect()  # one model in memory at a time
+        del logits
+        release(backend, built)
+        del backend
     sink(StageFinished("eval", time.time() - t_stage))
     return results
+
+
+def release(backend, built: bool = True) -> None:
+    """Free a backend a target factory built (llama.cpp context, a temporary F16 GGUF): one model at a time."""
+    if built and isinstance(backend, LlamaCppBackend):
+        backend.llm.close()
+        if getattr(backend, "temp_dir", None):
+            shutil.rmtree(backend.temp_dir, ignore_errors=True)
+    gc.collect()
 
 
 def write_eval_report(run_dir: Path, results: list[dict], data_path: str = "") -> None:

@@ -236,7 +236,8 @@ def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = Non
             note(f"batch {batch} x accumulation {accum} does not fit {budget:.1f} GB; using batch {fitted} x "
                  f"accumulation {accum_fitted} (same effective batch)", "warning")
         batch, accum = fitted, accum_fitted
-        what = {"dpo": " (chosen + rejected)", "grpo": f", {effective} completions generated at once"}.get(m.name, "")
+        what = {"dpo": " (chosen + rejected)", "grpo": f", {effective} completions generated at once",
+                "cpt": " (raw text packed into full blocks)"}.get(m.name, "")
         longest_note = " (the longest in this data)" if longest else ""
         n = batch * rule.sequences_per_example
         note(f"{shape.n_params / 1e6:,.1f}M parameters; {n} sequence{'s' * (n != 1)} of {seq} tokens per step"

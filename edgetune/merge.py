@@ -55,10 +55,11 @@ def check_inputs(tokenizer):
 
 
 def merge(run_dir: Path, sink=null_sink) -> MergeResult:
+    import shutil
 
-    from edgetune import hardware, models
+    from edgetune import base_identity, hardware
     from edgetune.engines import choose_precision
-    from edgetune.merge_stream import FP16RangeError, quantized_weight_names
+    from edgetune.merge_stream import FP16RangeError, NF4Store, quantized_weight_names
     from edgetune.tokenizer import load_tokenizer
 
     t0 = time.time()
@@ -68,23 +69,26 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     sink(StageStarted("merge", str(run_dir)))
     hw = hardware.detect(run_dir)
     precision = choose_precision(cfg.train.precision, hw)  # the dtype training loaded (and 4-bit quantized) the base in
-    resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
-    base_dir = models.local_checkpoint(resolved)
+    base_dir = base_identity.trained_base(run_dir, cfg, sink)  # exactly the weights training saw
     tokenizer = load_tokenizer(adapter)  # the tokenizer (and chat template) training saved
     quantized = quantized_weight_names(base_dir, cfg.model.trust_remote_code) if cfg.model.load_in_4bit else set()
     dtype = merge_dtype(cfg.export.merge_dtype)
     final = run_dir / runs.MERGED
+    store = NF4Store(runs.temp_dir_beside(final))  # the packed 4-bit weights, shared by the merge and its check
     try:
-        tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink)
-    except FP16RangeError as e:
-        sink(Note(f"{e.args[0]} does not fit float16's range: merging in bf16 instead", "warning"))
-        dtype = "bf16"
-        tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink)
-    runs.replace_dir(tmp, final)
+        try:
+            tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink, store)
+        except FP16RangeError as e:
+            sink(Note(f"{e.args[0]} does not fit float16's range: merging in bf16 instead", "warning"))
+            dtype = "bf16"
+            tmp = _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink, store)
+        runs.replace_dir(tmp, final)
 
-    sink(Progress("merge", 1, 1, "checking merged logits"))
-    max_diff, mean_diff = check_merge(base_dir, adapter, final, tokenizer, quantized, precision.torch_dtype,
-                                      cfg.model.trust_remote_code)
+        sink(Progress("merge", 1, 1, "checking merged logits"))
+        max_diff, mean_diff = check_merge(base_dir, adapter, final, tokenizer, quantized, precision.torch_dtype,
+                                          cfg.model.trust_remote_code, store)
+    finally:
+        shutil.rmtree(store.dir, ignore_errors=True)  # Ctrl-C included
     result = MergeResult(str(final), dtype, max_diff, mean_diff, time.time() - t0,
                          CHECK_METHOD.format(n=len(CHECK_PROMPTS)))
     sink(Note(f"merged {dtype} model saved to {final}; largest logit difference vs base+adapter "
@@ -94,7 +98,7 @@ def merge(run_dir: Path, sink=null_sink) -> MergeResult:
     return result
 
 
-def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink) -> Path:
+def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, tokenizer, sink, store) -> Path:
     """The merged checkpoint written into a temp folder beside `final`; nothing half-written stays on failure."""
     import shutil
 
@@ -106,7 +110,7 @@ def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, 
     tmp = runs.temp_dir_beside(final)
     try:
         stream_merge(base_dir, adapter, tmp, {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype],
-                     quantized, precision.torch_dtype, hw.device, sink)
+                     quantized, precision.torch_dtype, hw.device, sink, store)
         tokenizer.save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # Ctrl-C or a failure leaves no half-written merged/
@@ -114,8 +118,10 @@ def _merge_into_temp(base_dir, adapter, final, dtype, quantized, precision, hw, 
     return tmp
 
 
-def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype, trust_remote_code=False):
-    """(max, mean) |logit difference| between the saved merged model and base + unmerged adapter."""
+def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype, trust_remote_code=False,
+                store=None):
+    """(max, mean) |logit difference| between the saved merged model and base + unmerged adapter; 4-bit weights
+    come from the merge's NF4Store when given (the same rounding, without quantizing again)."""
     import torch
 
     from edgetune.merge_stream import attach_unmerged, nf4_roundtrip, read_adapter
@@ -125,7 +131,8 @@ def check_merge(base_dir, adapter, merged_dir, tokenizer, quantized, load_dtype,
 
     def as_trained(name, tensor):  # element-wise except for 4-bit weights (never the output layer)
         if name in quantized:
-            return nf4_roundtrip(tensor, load_dtype)
+            kept = store.load(name) if store is not None else None
+            return kept if kept is not None else nf4_roundtrip(tensor, load_dtype)
         return tensor.to(load_dtype) if tensor.dtype != load_dtype and load_dtype != torch.float32 else tensor
 
     trained = StreamedCausalLM(base_dir, transform=as_trained, trust_remote_code=trust_remote_code)

@@ -82,18 +82,53 @@ def quantized_weight_names(model_dir: Path, trust_remote_code: bool = False) -> 
     return {f"{n}.weight" for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"}
 
 
-def nf4_roundtrip(weight, dtype, device: str = "cpu"):
-    """The weight as a 4-bit NF4 (double-quantized, block 64) layer holds it, in fp32: what training saw."""
+def nf4_roundtrip(weight, dtype, device: str = "cpu", store: "NF4Store | None" = None, name: str = ""):
+    """The weight as a 4-bit NF4 (double-quantized, block 64) layer holds it, in fp32: what training saw.
+    With a `store`, the packed 4-bit weight is kept there under `name` for a later `store.load(name)`."""
     import bitsandbytes.functional as F
 
     w = weight.to(device=device, dtype=dtype)
     q, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    if store is not None:
+        store.save(name, q, state)
     return F.dequantize_4bit(q, state).float().cpu()
 
 
+class NF4Store:
+    """Packed NF4 weights (half a byte per weight) kept in a folder between the merge and its check.
+    bitsandbytes' CPU quantization is the merge's slowest step (~0.6 s per 16.8M weights, 2026-12) while
+    dequantizing is ~15x faster, and the check needs exactly the weights the merge rounded."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, Path] = {}
+
+    def save(self, name: str, q, state) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.cpu().contiguous() for k, v in state.as_dict(packed=True).items()}
+        tensors["q"] = q.cpu().contiguous()
+        path = self.dir / f"{name}.safetensors"  # the same name again (a bf16 retry) replaces its file
+        save_file(tensors, str(path))
+        self._files[name] = path
+
+    def load(self, name: str):
+        """The fp32 weight the merge rounded, or None when it was not kept."""
+        if name not in self._files:
+            return None
+        import bitsandbytes.functional as F
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(self._files[name]))
+        q = tensors.pop("q")
+        return F.dequantize_4bit(q, F.QuantState.from_dict(tensors, device="cpu")).float()
+
+
 def stream_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, out_dtype, quantized: set[str] = frozenset(),
-                 load_dtype=None, device: str = "cpu", sink=null_sink) -> None:
-    """Write the merged checkpoint's weights into out_dir (model*.safetensors [+ index]) and its config.json."""
+                 load_dtype=None, device: str = "cpu", sink=null_sink, store: NF4Store | None = None) -> None:
+    """Write the merged checkpoint's weights into out_dir (model*.safetensors [+ index]) and its config.json;
+    the packed 4-bit weights go into `store` when one is given (for the merge check)."""
     import torch
 
     index = checkpoint_index(base_dir)
@@ -113,7 +148,8 @@ def stream_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, out_dtype, qu
         for i, (name, entry) in enumerate(index.items(), 1):
             if name in deltas or name in quantized:
                 w = read_tensor(entry).to(load_dtype or torch.float32)
-                w = nf4_roundtrip(w, load_dtype or torch.float32, device) if name in quantized else w.float()
+                w = (nf4_roundtrip(w, load_dtype or torch.float32, device, store, name) if name in quantized
+                     else w.float())
                 if name in deltas:
                     w = deltas[name].merge(w)
                 writer.write(name, _cast(name, w, out_dtype))

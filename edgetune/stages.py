@@ -22,10 +22,7 @@ def stage_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
 
 
 def stage_config(cfg: RunConfig, method: str, run_dir: Path) -> RunConfig:
-    paths = dict(p.split("=", 1) for p in cfg.data.stage_paths if "=" in p)
-    sub = for_stage(cfg, method)
-    sub.data.path = paths.get(method, sub.data.path)
-    sub.data.stage_paths = []
+    sub = for_stage(cfg, method)  # with its own data.stage_paths entry as data.path
     sub.run_dir, sub.name = str(run_dir), f"{cfg.name}-{run_dir.name}"
     return sub
 
@@ -60,6 +57,8 @@ def train_stages(cfg: RunConfig, train_one, sink=null_sink, resume: bool = False
         tmp = runs.temp_dir_beside(final)
         shutil.copytree(previous, tmp, dirs_exist_ok=True)
         runs.replace_dir(tmp, final)
+        if (previous.parent / runs.BASE).is_file():  # the weights every stage trained on, for merge and export
+            runs.atomic_write_text(run_dir / runs.BASE, (previous.parent / runs.BASE).read_text(encoding="utf-8"))
     if result is not None:
         result.run_dir, result.adapter_dir = run_dir, final
     return result

@@ -33,6 +33,8 @@ def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
     the peak follows that, not `train.max_length`. GRPO: the longest prompt plus `method.max_completion_length`.
     None when packing fills every sequence to max_length. Preference rows are tokenized only for the 32 longest by
     characters (a close proxy), so this stays quick on large sets."""
+    if cfg.method.name == "cpt":  # packed blocks: max_length, or less for a corpus shorter than one block
+        return max(map(len, train_ds["input_ids"]), default=0) or None
     if cfg.method.name == "sft":
         return None if cfg.train.packing else max(map(len, train_ds["input_ids"]), default=0) or None
     parts = {"dpo": ("chosen", "rejected"), "kto": ("completion",), "grpo": ()}[cfg.method.name]
@@ -100,6 +102,14 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     """Tokenize and mask the dataset, write data_report.json, and split off an eval set if asked."""
     from edgetune.data import build_dataset, ensure_chat_template, install_chat_template
 
+    if cfg.method.name == "cpt":  # raw text: no chat template in the data (a later SFT stage uses the model's)
+        from edgetune.cpt import prepare_text
+
+        if cfg.model.chat_template:  # a base model needs none for raw text; kept for samples and later stages
+            install_chat_template(tokenizer, cfg.model.chat_template)
+        ds, eval_ds = prepare_text(cfg, tokenizer, run_dir, sink)
+        write_decoded(run_dir, tokenizer, ds, eval_ds)
+        return ds, eval_ds
     if cfg.method.name != "sft":  # TRL renders these rows itself: no loss mask of ours to check
         install_chat_template(tokenizer, cfg.model.chat_template)
         return prepare_method_rows(cfg, run_dir, sink, tokenizer)
@@ -117,11 +127,14 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
     if cfg.data.eval_fraction > 0 and len(ds) >= 10:
         split = ds.train_test_split(test_size=cfg.data.eval_fraction, seed=cfg.train.seed)
         ds, eval_ds = split["train"], split["test"]
+    write_decoded(run_dir, tokenizer, ds, eval_ds)
+    return ds, eval_ds
 
+
+def write_decoded(run_dir: Path, tokenizer, ds, eval_ds) -> None:
     def decode(d):
         return [tokenizer.decode(ids) for ids in d["input_ids"]]
     write_later_texts(run_dir, decode(ds), decode(eval_ds) if eval_ds is not None else None)
-    return ds, eval_ds
 
 
 def write_data_report(run_dir: Path, report: dict) -> None:
@@ -171,7 +184,11 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     distributed.check(cfg, hw)
     engine = engines.select(cfg.train.engine, hw, cfg)  # before trl is imported: Unsloth patches it
     sink(Note(f"hardware: {hw.describe()}; profile {cfg.profile or '-'}; engine {engine.name}; precision {precision.name}"))
+    if getattr(engine, "imported_first", None):
+        sink(Note(f"unsloth was imported after {', '.join(engine.imported_first)}, so it could not patch them "
+                  "(slower, more memory): start training with `edgetune train`, or import unsloth first", "warning"))
     resolved = models.resolve(cfg.model.ref, cfg.model.revision, cfg.model.trust_remote_code, sink)
+    resolved = pin_base(resolved, run_dir, sink)
     check_exportable(cfg, resolved, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
@@ -249,6 +266,20 @@ def check_resume(run_dir: Path, resume: bool) -> Path | None:
     return ckpt
 
 
+def pin_base(resolved, run_dir: Path, sink):
+    """Record the exact weights this run trains on (base.json; merge and export require the same) and load from
+    that very folder: a hub id becomes its snapshot at the commit recorded."""
+    from dataclasses import replace
+
+    from edgetune import base_identity
+
+    identity = base_identity.identify(resolved, sink)
+    if distributed.is_main():
+        base_identity.record(run_dir, identity)
+    sink(Note(f"base weights: {identity.describe()}"))
+    return replace(resolved, path=identity.path, revision=None) if resolved.kind == "hub" else resolved
+
+
 def check_exportable(cfg: RunConfig, resolved, sink) -> None:
     """Say whether the model can be exported, and refuse now (not after training) an export it cannot have."""
     from edgetune import preflight
@@ -262,6 +293,10 @@ def check_exportable(cfg: RunConfig, resolved, sink) -> None:
 def sample_prompt(cfg: RunConfig, train_ds) -> str:
     """The first example's user turn: a prompt the run is learning to answer."""
     row = train_ds[0]
+    if cfg.method.name == "cpt":  # no prompts in raw text: the first words of the corpus, to watch it continue
+        from edgetune.data.text import read_documents
+
+        return " ".join(read_documents(cfg.data.path)[0][0].text.split()[:12])
     if "prompt" in row:  # preference / GRPO rows
         return row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
     from edgetune.data import load_conversations  # SFT rows are token ids by now: read the first conversation
@@ -273,7 +308,7 @@ def sample_prompt(cfg: RunConfig, train_ds) -> str:
 def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, out: Path, precision, callbacks, sink):
     from edgetune.methods import grpo, preference, sft
 
-    if cfg.method.name == "sft":
+    if cfg.method.name in ("sft", "cpt"):  # cpt: packed blocks with labels = input_ids, through the same trainer
         return sft.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)
     if cfg.method.name in ("dpo", "kto"):
         return preference.build_trainer(model, tokenizer, train_ds, eval_ds, cfg, out, precision, callbacks)

@@ -29,9 +29,11 @@ def run_validate(data: str, model: str, method: str, data_format: str, max_lengt
     validate_config(cfg, "command line")
     resolved = models.resolve(model, trust_remote_code=False, sink=sink)
     exportable = check_exports(resolved, cfg.export.gguf if gguf is None else gguf, onnx or [], console)
-    if method != "sft":
+    if method not in ("sft", "cpt"):
         return validate_method_rows(data, method, console, allow_skips) and exportable
     tokenizer = HFEngine().load_tokenizer(resolved, cfg)
+    if method == "cpt":
+        return validate_text(tokenizer, data, max_length, console, allow_skips) and exportable
     ensure_chat_template(tokenizer, chat_template)
     report = validate_data(tokenizer, cfg.data, max_length)
     console.print(f"[bold]{escape(report.source)}[/]")
@@ -108,4 +110,34 @@ def validate_method_rows(data: str, method: str, console: Console, allow_skips: 
         console.print(f"[yellow]usable, but training would skip {len(problems)} row(s)[/]: fix them, or pass --allow-skips")
         return False
     console.print("[green]usable[/]")
+    return True
+
+
+def validate_text(tokenizer, data: str, max_length: int, console: Console, allow_skips: bool) -> bool:
+    """cpt raw text: files, documents, tokens, packed blocks; each unreadable file (binary, not UTF-8, empty) with
+    its name and what to do."""
+    from edgetune.console import render_error
+    from edgetune.data.text import load_corpus
+
+    try:
+        _, report = load_corpus(tokenizer, data, max_length)
+        console.print(f"[bold]{escape(data)}[/]")
+        console.print("  format          raw text (continued pretraining: loss on every token)")
+        console.print(f"  files           {report.n_files}")
+        console.print(f"  documents       {report.n_documents}")
+        console.print(f"  tokens          {report.n_tokens:,} (EOS after each document)")
+        console.print(f"  blocks          {report.n_blocks} of up to {max_length} tokens"
+                      + (f" ({report.n_dropped_tokens} trailing tokens dropped)" if report.n_dropped_tokens else ""))
+        console.print(f"  bad files       {report.n_rejected}")
+        for p in report.problems:
+            console.print(f"  - {escape(str(p))}", soft_wrap=True)
+        report.check()
+    except DataError as e:
+        render_error(e)
+        return False
+    if report.problems and not allow_skips:
+        console.print(f"[yellow]usable, but training would skip {report.n_rejected} file(s)[/]: fix them, or pass "
+                      "--allow-skips to accept")
+        return False
+    console.print("[green]usable[/]" + (" (bad files are skipped)" if report.problems else ""))
     return True

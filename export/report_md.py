@@ -10,7 +10,7 @@ REPORT_MD = "report.md"
 
 
 def write_report_md(run_dir: Path) -> Path:
-    """Render report.json's merge, export and eval sections to report.md (atomically); returns its path."""
+    """Render report.json's merge, export, eval, perplexity and forgetting sections to report.md (atomically)."""
     run_dir = Path(run_dir)
     data = json.loads((run_dir / runs.REPORT).read_text(encoding="utf-8"))
     parts = [f"# edgetune report: {run_dir.name}", ""]
@@ -20,7 +20,11 @@ def write_report_md(run_dir: Path) -> Path:
         parts += _export_section(data["export"])
     if "eval" in data:
         parts += _eval_section(data["eval"])
-    known = {"merge", "export", "eval"}
+    if "perplexity" in data:
+        parts += _perplexity_section(data["perplexity"])
+    if "forgetting" in data:
+        parts += _forgetting_section(data["forgetting"])
+    known = {"merge", "export", "eval", "perplexity", "forgetting"}
     for key in (k for k in data if k not in known):  # sections added by later stages still show up
         parts += [f"## {key}", "", "```json", json.dumps(data[key], indent=2, default=str), "```", ""]
     path = run_dir / REPORT_MD
@@ -90,6 +94,31 @@ def _eval_section(ev) -> list[str]:
     else:
         lines += ["```json", json.dumps(ev, indent=2, default=str), "```"]
     return lines + [""]
+
+
+def _perplexity_section(ppl: dict) -> list[str]:
+    lines = ["## Held-out perplexity (domain text)", "", f"`{ppl.get('data')}`, blocks of {ppl.get('block_tokens')} tokens",
+             "", "| model | perplexity | tokens |", "|---|---:|---:|"]
+    lines += [f"| {r['label']} | {r['perplexity']:.3f} | {r['tokens']} |" for r in ppl.get("targets", [])]
+    return lines + ["", f"How: {ppl.get('how', '')}.", ""]
+
+
+def _forgetting_section(fg: dict) -> list[str]:
+    kinds = sorted({k for r in fg.get("targets", []) for k in r.get("by_kind", {})})
+    lines = ["## Forgetting check (general probe)", "",
+             "| model | score of 100 | " + " | ".join(kinds) + " |", "|---|---:|" + "---:|" * len(kinds)]
+    lines += [f"| {r['label']} | {r['score']:.1f} | " + " | ".join(f"{r['by_kind'].get(k, 0):g}" for k in kinds) + " |"
+              for r in fg.get("targets", [])]
+    lines.append("")
+    if "drop" in fg:
+        if fg.get("warning"):
+            lines.append(f"**Warning: the tuned model scores {fg['drop']:.1f} points below the base** (allowed: "
+                         f"{fg['max_drop']:g}, `eval.max_probe_drop`); items the base passed and it fails: "
+                         f"{', '.join(fg.get('lost_items', [])) or '-'}. Fewer steps, a lower learning rate or general "
+                         "chat data mixed into the training set keep more of it.")
+        else:
+            lines.append(f"Tuned vs base: {-fg['drop']:+.1f} points (allowed drop {fg['max_drop']:g}).")
+    return lines + ["", f"How: {fg.get('how', '')}.", ""]
 
 
 def _pct(value) -> str:

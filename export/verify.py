@@ -94,7 +94,9 @@ DEFAULT_CHAT_PROMPTS = [
 
 class HFReference:
     """The merged HF model, run in fp32 layer by layer from disk (edgetune/streamed.py); next-token log-probs per
-    text are computed once, in batches, and kept in files beside the export (one text in memory at a time)."""
+    text are computed once, in batches, and kept in files beside the export (one text in memory at a time).
+    The model (its 16-bit embedding table: 0.5 GB for a 1B Llama) is let go after each `prepare`, so it is not
+    resident while llama.cpp maps the file under test; texts not seen yet reopen it."""
 
     def __init__(self, model_dir: Path, max_tokens: int = MAX_TEXT_TOKENS, cache_dir: Path | None = None,
                  sink=null_sink):
@@ -107,6 +109,7 @@ class HFReference:
         self.model_dir = Path(model_dir)
         self.max_tokens = max_tokens
         self.tokenizer = load_tokenizer(self.model_dir)
+        self._sink = sink
         self.model = open_causal_lm(self.model_dir, sink=sink)
         self.embedding_rows = self.model.get_input_embeddings_rows()
         self.tokenizer_len = len(self.tokenizer)
@@ -127,6 +130,12 @@ class HFReference:
         import torch
 
         todo = [(t, self.ids(t)) for t in dict.fromkeys(texts) if t not in self._cache]
+        if not todo:
+            return
+        if self.model is None:
+            from edgetune.streamed import open_causal_lm
+
+            self.model = open_causal_lm(self.model_dir, sink=self._sink)
         budget = max(1, LOGITS_BYTES // (4 * max(self.embedding_rows, 1)))  # tokens per batch
         batch: list[tuple[str, list[int]]] = []
         for i, item in enumerate(todo):
@@ -135,6 +144,17 @@ class HFReference:
             if nxt is None or max(len(b[1]) for b in batch + [("", nxt)]) * (len(batch) + 1) > budget:
                 self._run(batch, torch)
                 batch = []
+        self.release()
+
+    def release(self) -> None:
+        """Let the model go (the cached log-probs stay)."""
+        import gc
+
+        from edgetune.streamed import release_freed_memory
+
+        self.model = None
+        gc.collect()
+        release_freed_memory()
 
     def _run(self, batch, torch) -> None:
         width = max(len(ids) for _, ids in batch)
@@ -181,6 +201,7 @@ def verify_gguf(gguf_path: Path, ref: HFReference, texts: list[str], chat_prompt
     qtype = qtype.lower()
     sink(Note(f"verifying {gguf_path.name} ({qtype.upper()}): {len(FIXED_TOKENIZER_TEXTS)} tokenizer texts, "
               f"{len(texts)} comparison texts, {len(chat_prompts)} chat prompts"))
+    ref.prepare(texts)  # before llama.cpp maps the file: the HF side and the GGUF are never resident together
     longest = max((len(ref.ids(t)) for t in texts), default=0)
     longest_chat = max((ref.chat_prompt_tokens(p) + CHAT_MAX_TOKENS + 16 for p in chat_prompts), default=0)
     # as small as the texts allow: llama.cpp and its Python binding each hold n_ctx x vocab fp32 logits (2 x 262 MB

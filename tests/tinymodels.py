@@ -62,8 +62,9 @@ def build_tiny_tokenizer(out_dir) -> Path:
     return out_dir
 
 
-def build_tiny_model(out_dir, tokenizer_dir, arch: str = "llama", seed: int = 0) -> Path:
-    """A random 2-layer decoder (hidden 64) with the tiny tokenizer, saved as safetensors; ~0.2 M parameters."""
+def build_tiny_model(out_dir, tokenizer_dir, arch: str = "llama", seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A random 2-layer decoder (hidden 64) with the tiny tokenizer, saved as safetensors; ~0.2 M parameters.
+    A larger `initializer_range` (e.g. 0.3) gives peaked logits: a model that learns a task to a clear margin."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -73,7 +74,8 @@ def build_tiny_model(out_dir, tokenizer_dir, arch: str = "llama", seed: int = 0)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=None,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         initializer_range=initializer_range)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)

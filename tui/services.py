@@ -5,7 +5,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-_tokenizers: dict[str, object] = {}
+_tokenizers: dict[tuple[str, bool], object] = {}
 _lock = threading.Lock()
 _import_lock = threading.Lock()
 
@@ -40,11 +40,12 @@ def export_support(ref: str):
     return preflight.export_support(preflight.model_config(models.resolve(ref).path))
 
 
-def tokenizer_for(ref: str):
-    """The model's tokenizer with its chat template checked, cached per ref (validation reruns on every edit)."""
+def tokenizer_for(ref: str, chat: bool = True):
+    """The model's tokenizer, with its chat template checked unless `chat` is False (raw text needs none), cached
+    per ref (validation reruns on every edit)."""
     with _lock:
-        if ref in _tokenizers:
-            return _tokenizers[ref]
+        if (ref, chat) in _tokenizers:
+            return _tokenizers[(ref, chat)]
     heavy_imports()
     from edgetune import models
     from edgetune.config import RunConfig
@@ -54,9 +55,10 @@ def tokenizer_for(ref: str):
     cfg = RunConfig()
     cfg.model.ref = ref
     tok = HFEngine().load_tokenizer(models.resolve(ref), cfg)
-    ensure_chat_template(tok)
+    if chat:
+        ensure_chat_template(tok)
     with _lock:
-        _tokenizers[ref] = tok
+        _tokenizers[(ref, chat)] = tok
     return tok
 
 
@@ -72,7 +74,11 @@ class MethodRows:
 
 def check_dataset(ref: str, path: str, max_length: int, method: str = "sft"):
     """(DataReport, first conversation rendered as (text, assistant spans) or None), as training would read it;
-    for dpo/kto/grpo, (MethodRows, None)."""
+    for dpo/kto/grpo, (MethodRows, None); for cpt, (TextReport, None)."""
+    if method == "cpt":  # raw text: files, documents, tokens, blocks and bad files (edgetune.data.text.TextReport)
+        from edgetune.data.text import load_corpus
+
+        return load_corpus(tokenizer_for(ref, chat=False), str(Path(path).expanduser()), max_length)[1], None
     if method != "sft":
         from edgetune.data.preference import load_method_rows
 

@@ -3,6 +3,7 @@ import, so that choosing an engine and being one never import each other."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from edgetune.config import RunConfig
 from edgetune.distributed import inside_launch
@@ -13,6 +14,59 @@ from edgetune.hardware import Hardware
 
 def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
+
+
+PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
+
+
+def preload_unsloth(engine: str) -> bool:
+    """Import unsloth now, first, when this process may train with it: the engine is `unsloth`, or `auto` on a
+    CUDA machine with unsloth installed (`unsloth` on a machine without CUDA is left to `select` to refuse).
+    Unsloth patches transformers, TRL and PEFT as it is imported and warns that
+    it "may run slower or encounter memory issues" when they were imported before it. Imports torch only to ask
+    for CUDA (Unsloth needs torch first anyway). Returns whether unsloth is now imported."""
+    if engine == "hf" or not unsloth_available() or not cuda_available():
+        return False  # (the real unsloth raises at import without a GPU; `select` explains instead)
+    import unsloth  # noqa: F401
+
+    return True
+
+
+def engine_asked(argv: list[str]) -> str:
+    """train.engine as this command line will resolve it (--engine, else the config file's or the resumed run's
+    [train] engine, else auto), read without importing anything heavy."""
+    import tomllib
+    from pathlib import Path
+
+    def value(*flags):
+        for i, a in enumerate(argv):
+            for f in flags:
+                if a == f and i + 1 < len(argv):
+                    return argv[i + 1]
+                if a.startswith(f + "="):
+                    return a.split("=", 1)[1]
+        return None
+
+    if engine := value("--engine"):
+        return engine
+    config = value("--config", "-c")
+    if config is None and "--resume" in argv and (run := value("--run-dir", "-o")):
+        config = str(Path(run) / "config.toml")
+    try:
+        return tomllib.loads(Path(config).read_text(encoding="utf-8")).get("train", {}).get("engine", "auto")
+    except (TypeError, OSError, ValueError, AttributeError):  # no or unreadable config: `train` reports it
+        return "auto"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def imported_before_unsloth() -> list[str]:
+    """The libraries Unsloth patches that were already imported when it was (empty when the order was right)."""
+    return [m for m in PATCHED_BY_UNSLOTH if m in sys.modules] if "unsloth" not in sys.modules else []
 
 
 def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning through TRL's SFTTrainer on our pre-tokenized, assistant-masked dataset."""
+"""Supervised fine-tuning through TRL's SFTTrainer on our pre-tokenized, assistant-masked dataset (continued
+pretraining too: edgetune.cpt packs raw text into blocks whose labels are every token)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,7 +51,7 @@ def training_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_ev
     from trl import SFTConfig
 
     return SFTConfig(**common_args(cfg, output_dir, precision, has_eval), max_length=cfg.train.max_length,
-                     packing=cfg.train.packing,
+                     packing=cfg.train.packing and cfg.method.name != "cpt",  # cpt blocks come packed
                      # the loss mask comes from our own template pass (edgetune.data.template) as a `labels` column
                      # (-100 outside replies). TRL keeps it as it is and pads it with -100; Unsloth's replacement
                      # dataset preparation collates a `labels` column with DataCollatorForSeq2Seq (-100 padding too)

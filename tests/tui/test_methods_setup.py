@@ -80,9 +80,14 @@ async def test_grpo_shows_reward_fields_and_saves_them(tiny_model_dir, tmp_path,
                                     rewards="regex_format, repetition_penalty=0.5",
                                     reward_pattern=r"^Arr! \w+").items():
             screen.query_one(f"#{input_id}", Input).value = value
+        assert screen.query_one("#loss_type", Select).parent.display
+        assert screen.query_one("#loss_type", Select).value == "dapo"  # TRL's default
+        screen.query_one("#loss_type", Select).value = "grpo"
+        screen.query_one("#importance_sampling_level", Select).value = "sequence"  # GSPO
         await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
     saved = C.resolve(tmp_path / "runs" / "rl" / "config.toml", check=False)
     assert saved.method.rewards == ["regex_format", "repetition_penalty=0.5"]
     assert saved.method.reward_pattern == r"^Arr! \w+" and saved.method.stages == ["sft", "grpo"]
+    assert (saved.method.loss_type, saved.method.importance_sampling_level) == ("grpo", "sequence")

@@ -206,3 +206,11 @@ def test_cli_and_tui_get_the_same_plan(tiny_model_dir, tmp_path, method, profile
     assert cli == tui
     assert [(n.text, n.level) for n in events.of(Note)] == tui.notes
     assert (c.train.batch_size, c.train.grad_accum) == (cli.batch, cli.grad_accum)  # the CLI applies it
+
+
+def test_cpt_plans_like_sft_at_full_blocks():
+    """cpt packs raw text into max_length blocks: the same batch rule and estimate as SFT at max_length."""
+    sft, cpt = plan_on(cfg("cpu", "sft"), CPU), plan_on(cfg("cpu", "cpt"), CPU)
+    assert (cpt.batch, cpt.grad_accum, cpt.seq_len) == (sft.batch, sft.grad_accum, sft.seq_len)
+    assert cpt.estimate.total_gb == pytest.approx(sft.estimate.total_gb)
+    assert "raw text packed" in cpt.notes[-1][0]

@@ -127,12 +127,25 @@ def test_merge_check_sees_a_wrong_merge(kind, tmp_path, monkeypatch):
         real = merge_stream.read_adapter
         monkeypatch.setattr(merge_stream, "read_adapter", lambda d: {
             k: merge_stream.LoraDelta(v.a, v.b, v.scale * scale, v.magnitude) for k, v in real(d).items()})
-        stream_merge(base, adapter, out, torch.float32, quantized, torch.float32)
+        store = merge_stream.NF4Store(tmp_path / f"{name}-nf4")  # the check reuses the merge's 4-bit rounding
+        stream_merge(base, adapter, out, torch.float32, quantized, torch.float32, store=store)
         monkeypatch.undo()
         for f in ("tokenizer.json", "tokenizer_config.json"):
             (out / f).write_bytes((base / f).read_bytes())
-        worst, _ = check_merge(base, adapter, out, tok, quantized, torch.float32)
+        worst, _ = check_merge(base, adapter, out, tok, quantized, torch.float32, store=store)
         if name == "right":
             assert worst < 1e-4, worst
         else:
             assert worst > 0.1, worst
+
+
+def test_nf4_store_returns_the_merges_rounding(tmp_path):
+    """The merge check reads back exactly the weights the merge rounded (no second bitsandbytes quantization)."""
+    from edgetune.merge_stream import NF4Store, nf4_roundtrip
+
+    weight = torch.randn(96, 128)
+    store = NF4Store(tmp_path / "nf4")
+    rounded = nf4_roundtrip(weight, torch.bfloat16, store=store, name="model.layers.0.mlp.up_proj.weight")
+    assert torch.equal(store.load("model.layers.0.mlp.up_proj.weight"), rounded)
+    assert torch.equal(rounded, nf4_roundtrip(weight, torch.bfloat16))
+    assert store.load("model.layers.0.mlp.down_proj.weight") is None

@@ -1,5 +1,6 @@
 """DPO, KTO and GRPO on a tiny random model (CPU, real TRL trainers), multi-stage runs, rewards, bad preference rows."""
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -60,6 +61,51 @@ def test_grpo_logs_rewards(tiny_model_dir, tmp_path):
     train(cfg, events)
     step = events.of(TrainStep)[-1]
     assert "reward" in step.extra and any(k.startswith("rewards/") for k in step.extra)
+
+
+@pytest.mark.parametrize("loss_type,level", [(t, "token") for t in C.GRPO_LOSS_TYPES] + [("grpo", "sequence")])
+def test_grpo_variants_train(tiny_model_dir, tmp_path, loss_type, level):
+    """Every loss type edgetune offers (and GSPO: sequence-level ratios) runs 2 real GRPO steps, and TRL got it."""
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    cfg = cfg_for(tiny_model_dir, write_rows(tmp_path / "g.jsonl", rows), tmp_path / "run", "grpo",
+                  rewards=["length_penalty"], num_generations=2, max_completion_length=6, loss_type=loss_type,
+                  importance_sampling_level=level)
+    cfg.train.max_steps = 2
+    events = Collect()
+    result = train(cfg, events)
+    assert result.steps == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert all(math.isfinite(s.loss) for s in events.of(TrainStep))
+    import torch
+
+    args = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert (args.loss_type, args.importance_sampling_level, args.scale_rewards) == (loss_type, level, "group")
+
+
+def test_grpo_variant_choices_match_trl():
+    """The loss types edgetune offers are the ones the installed TRL documents, and its default is TRL's."""
+    import dataclasses
+    import re
+
+    from trl import GRPOConfig
+
+    f = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    supported = f["loss_type"].metadata["help"].split("Supported values are", 1)[1].split(".", 1)[0]
+    assert set(re.findall(r"'(\w+)'", supported)) == set(C.GRPO_LOSS_TYPES)
+    assert C.MethodConfig().loss_type == f["loss_type"].default
+    assert C.MethodConfig().importance_sampling_level == f["importance_sampling_level"].default
+    assert C.MethodConfig().scale_rewards == f["scale_rewards"].default
+
+
+def test_grpo_variant_is_validated_and_mispairings_are_said():
+    from edgetune.errors import ConfigError
+    from edgetune.methods.grpo import variant_notes
+
+    with pytest.raises(ConfigError, match=r"method.loss_type.*'drgrpo'.*dr_grpo"):
+        C.resolve(None, {"data": {"path": "x.jsonl"}, "method": {"name": "grpo", "loss_type": "drgrpo"}})
+    with pytest.raises(ConfigError, match=r"method.importance_sampling_level.*token, sequence"):
+        C.resolve(None, {"data": {"path": "x.jsonl"}, "method": {"name": "grpo", "importance_sampling_level": "seq"}})
+    assert "loss_type = \"grpo\"" in variant_notes("dapo", "sequence")[0]
+    assert variant_notes("grpo", "sequence") == [] and variant_notes("dapo", "token") == []
 
 
 def raising_reward(completions, **_):

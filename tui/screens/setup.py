@@ -34,8 +34,9 @@ SETTINGS = (
 )
 
 
+GRPO_FIELDS = ("rewards", "reward_pattern", "loss_type", "importance_sampling_level")  # shown only for GRPO
 METHOD_LABELS = {"sft": "SFT (chat examples)", "dpo": "DPO (chosen/rejected pairs)", "kto": "KTO (labelled replies)",
-                 "grpo": "GRPO (prompts + rewards)"}
+                 "grpo": "GRPO (prompts + rewards)", "cpt": "CPT (raw text, continued pretraining)"}
 
 
 def plan_for(profile: str, settings: dict, method: str, shape, hw):
@@ -89,6 +90,11 @@ class SetupScreen(Screen):
                                                  placeholder="answer_match,length_penalty=0.1,my_mod:fn …"))
                 yield field_row("Pattern", Input(defaults.reward_pattern, compact=True, id="reward_pattern",
                                                  placeholder="regex for regex_format"))
+                yield field_row("GRPO loss", Select([(t, t) for t in C.GRPO_LOSS_TYPES], value=defaults.loss_type,
+                                                    allow_blank=False, compact=True, id="loss_type"))
+                yield field_row("Ratios", Select([("per token", "token"), ("per sequence (GSPO)", "sequence")],
+                                                 value=defaults.importance_sampling_level, allow_blank=False,
+                                                 compact=True, id="importance_sampling_level"))
                 for input_id, label, *_ in SETTINGS:
                     yield field_row(label, Input("", compact=True, id=input_id,
                                                  type="number" if input_id == "learning_rate" else "integer"))
@@ -192,8 +198,8 @@ class SetupScreen(Screen):
         return self.method() == "grpo" or "grpo" in self.stages()
 
     def show_reward_fields(self) -> None:
-        for input_id in ("rewards", "reward_pattern"):
-            self.query_one(f"#{input_id}", Input).parent.display = self.uses_grpo()
+        for input_id in GRPO_FIELDS:
+            self.query_one(f"#{input_id}").parent.display = self.uses_grpo()
 
     @on(Input.Changed, "#max_steps, #learning_rate, #lora_r, #batch_size, #max_length")
     def settings_changed(self) -> None:
@@ -218,6 +224,10 @@ class SetupScreen(Screen):
     def stages(self) -> list[str]:
         return [s.strip().lower() for s in self.query_one("#stages", Input).value.split(",") if s.strip()]
 
+    def first_method(self) -> str:
+        """What the main dataset feeds: the method, or a staged run's first stage."""
+        return self.stages()[0] if self.stages() and self.stages()[0] in C.METHODS else self.method()
+
     @on(Select.Changed, "#method")
     def method_changed(self) -> None:
         self.show_reward_fields()
@@ -235,16 +245,14 @@ class SetupScreen(Screen):
         preview = self.query_one(DataPreview)
         if not path:
             preview.show_idle()
-        elif not Path(path).expanduser().is_file():
+        elif not Path(path).expanduser().is_file() and not (self.first_method() == "cpt" and Path(path).expanduser().is_dir()):
             preview.show_idle(f"{path}: not a file yet (a hub dataset id is read at training time)")
         elif not services.looks_loadable(ref):
             preview.show_idle("set the model first: its chat template renders the data")
         else:
             preview.show_checking(path)
             max_length = self._int("max_length", 1024)
-            # a staged run's main dataset feeds its first stage
-            method = self.stages()[0] if self.stages() and self.stages()[0] in C.METHODS else self.method()
-            self.run_check(ref, path, max_length, method)
+            self.run_check(ref, path, max_length, self.first_method())
 
     @work(thread=True, exclusive=True, group="data")
     def run_check(self, ref: str, path: str, max_length: int, method: str) -> None:
@@ -296,6 +304,8 @@ class SetupScreen(Screen):
             overrides["method"]["rewards"] = [r.strip() for r in self.query_one("#rewards", Input).value.split(",")
                                               if r.strip()]
             overrides["method"]["reward_pattern"] = self.query_one("#reward_pattern", Input).value
+            for select_id in ("loss_type", "importance_sampling_level"):
+                overrides["method"][select_id] = str(self.query_one(f"#{select_id}", Select).value)
         name = self.query_one("#run_name", Input).value.strip()
         method = "-".join(self.stages()) or self.method()
         name = runs.slug(name or f"{Path(model).stem}-{method}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -46,6 +46,9 @@ class DataPreview(Static):
         if hasattr(report, "method"):
             self.show_method_rows(report)
             return
+        if hasattr(report, "n_blocks"):
+            self.show_text_report(report)
+            return
         text = Text()
         usable = report.n_valid > 0 and 0 < report.masked_fraction < 1
         text.append("Dataset ", style="bold")
@@ -85,4 +88,18 @@ class DataPreview(Static):
                 style = "bold green" if key in ("chosen", "completion", "answer") else "red" if key == "rejected" else "dim"
                 text.append(f"{key}: ", style="bold")
                 text.append(f"{str(shown)[:300]}\n", style=style)
+        self.update(text)
+
+    def show_text_report(self, report) -> None:
+        """cpt raw text (edgetune.data.text.TextReport): documents, tokens, blocks and each bad file."""
+        text = Text()
+        usable = report.n_blocks > 0
+        text.append("Text ", style="bold")
+        text.append("usable\n" if usable else "NOT usable\n", style="bold green" if usable else "bold red")
+        text.append(f"{report.n_documents} documents from {report.n_files} file(s), {report.n_tokens:,} tokens, "
+                    f"{report.n_blocks} blocks of up to {report.max_length} tokens; loss on every token\n")
+        for p in report.problems[:MAX_PROBLEMS]:
+            text.append(f"• {p}\n", style="yellow")
+        if len(report.problems) > MAX_PROBLEMS:
+            text.append(f"… and {len(report.problems) - MAX_PROBLEMS} more\n", style="yellow")
         self.update(text)
