@@ -81,15 +81,24 @@ class StopOnSignal(TrainerCallback):
     def __init__(self):
         self.stop = threading.Event()
         self._previous: dict = {}
+        self._first = 0.0
 
     def request_stop(self):
         self.stop.set()
 
     def _handler(self, signum, frame):
-        if self.stop.is_set():
+        if self.stop.is_set() and not self._echo():
             self.uninstall()
             raise KeyboardInterrupt
+        self._first = self._first or time.monotonic()
         self.stop.set()
+
+    def _echo(self) -> bool:
+        """A worker under torchrun / accelerate launch gets a terminal's Ctrl-C twice within milliseconds (from the
+        terminal and again from the launcher): that is one request to stop, not the second that aborts."""
+        from edgetune.distributed import inside_launch
+
+        return inside_launch() and time.monotonic() - (self._first or 0) < 1.0
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
@@ -102,7 +111,10 @@ class StopOnSignal(TrainerCallback):
             self._previous = {}
 
     def on_step_end(self, args, state, control, **kw):
-        if self.stop.is_set():
+        from edgetune.distributed import agree_to_stop
+
+        if agree_to_stop(self.stop.is_set(), args.device):  # on N processes, all stop after the same step
+            self.stop.set()
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -14,6 +14,9 @@ import typer
 
 from edgetune.config import field_help as H
 from edgetune.errors import EdgetuneError, Interrupted
+from edgetune.cli_scaleout import (IMPORT_ADAPTER, IMPORT_MODEL, IMPORT_RUN_DIR, handoff_app, import_target as _target,
+                                   launch_config, run_training)
+from edgetune.distributed import is_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Fine-tune an open LLM with QLoRA on your machine, export GGUF, chat offline.")
@@ -93,13 +96,12 @@ def train(
     chat_template: Optional[str] = typer.Option(None, "--chat-template", help=H("model.chat_template")),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Checked before training; `none` "
                                    "to train a model edgetune cannot export to GGUF. Repeatable."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help=H("train.nproc")),
 ):
     """Fine-tune a model with LoRA/QLoRA (SFT, DPO, KTO, GRPO, CPT on raw text, or --stages cpt,sft,dpo) into a run directory."""
     from edgetune import config as C
     from edgetune import runs
     from edgetune.hardware import detect_profile
-    from edgetune.events import Fanout, MetricsFile
-    from edgetune.train import train as run_train
 
     if resume and run_dir is None:
         raise EdgetuneError("--resume needs --run-dir", hint="pass the run directory to continue", title="Missing option")
@@ -116,17 +118,16 @@ def train(
                        method__num_generations=num_generations, model__chat_template=chat_template,
                        method__loss_type=loss_type, method__importance_sampling_level=importance_sampling,
                        method__scale_rewards=scale_rewards,
-                       export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None)
+                       export__gguf=([] if [g.lower() for g in gguf] == ["none"] else gguf) if gguf else None,
+                       train__nproc=nproc)
     cfg = C.resolve(config, flags, profile, detect_profile=detect_profile)
     if not cfg.run_dir:
         cfg.name = cfg.name or runs.slug(f"{Path(cfg.model.ref).stem}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         cfg.run_dir = str(runs.default_run_dir(cfg.name))
     cfg.name = cfg.name or Path(cfg.run_dir).name
-    sink = _sink()
-    try:
-        result = run_train(cfg, Fanout(sink, MetricsFile(Path(cfg.run_dir) / runs.METRICS, cfg.method.name)), resume=resume)
-    finally:
-        sink.close()
+    result = run_training(cfg, resume)  # one process, or N through edgetune.distributed
+    if result is None:  # a worker other than rank 0: it stays quiet
+        return
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
     typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {loss}; adapter: {result.adapter_dir}")
     typer.echo(f"next: edgetune merge {result.run_dir}")
@@ -173,7 +174,7 @@ def merge(run_dir: Path = typer.Argument(..., help="Run directory with adapter/ 
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="Run directory (merged first if it has only an adapter)."),
+    run_dir: Optional[Path] = typer.Argument(None, help="Run directory (merged first if it has only an adapter)."),
     gguf: list[str] = typer.Option([], "--gguf", help=H("export.gguf") + " Repeatable; `auto` picks by --max-kld."),
     max_kld: Optional[float] = typer.Option(None, "--max-kld", help=H("export.max_kld")),
     imatrix: Optional[bool] = typer.Option(None, "--imatrix/--no-imatrix", help=H("export.imatrix")),
@@ -182,10 +183,18 @@ def export(
     match: str = typer.Option("exact", "--match", help="Task-score rule with --eval-data: exact | prefix[:k] | contains[:k] | regex:PATTERN."),
     onnx: list[str] = typer.Option([], "--onnx", help="ONNX variant for onnxruntime: fp32 | fp16 | int8 | int4. "
                                    "Repeatable; alone, it skips the GGUF export. Without --gguf and --onnx, the run's export.gguf / export.onnx."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
-    """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile."""
+    """Export to GGUF (offline: no compiler, no llama.cpp checkout) and/or ONNX, verify each file, write the Modelfile.
+
+    A run trained elsewhere: --model MERGED_DIR, or --model BASE --adapter PEFT_DIR (made into a run directory first).
+    """
     from edgetune.export.gguf_export import export_gguf
     from edgetune.export.onnx_export import export_onnx
+
+    run_dir = Path(_target(run_dir, model, adapter, out))
 
     if not gguf and not onnx:  # no flags: what the run's config asks for (export.gguf, export.onnx)
         from edgetune.errors import ConfigError
@@ -252,7 +261,7 @@ def _print_export_table(result) -> None:
 
 @app.command(name="eval")
 def eval_cmd(
-    target: str = typer.Argument(..., help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
+    target: Optional[str] = typer.Argument(None, help="A run directory (base, merged and every GGUF side by side), an HF dir or a .gguf."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Eval rows with `prompt` and `answer` (.jsonl/.json); "
                                        "preference pairs; or raw domain text (.txt/.md, a folder, .jsonl with `text`) "
                                        "for held-out perplexity. Default on a cpt run: its held-out text."),
@@ -262,6 +271,9 @@ def eval_cmd(
     block: Optional[int] = typer.Option(None, "--block", help="Perplexity: tokens per scored block (default: the run's train.max_length, at most 1024)."),
     probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help=H("eval.probe") + " Default: on for a run dir (eval.probe), off for a single model."),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help=H("eval.max_probe_drop") + " Default: the run's."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
     """Task score and held-out loss for the base, merged and exported models, side by side, and the forgetting check.
 
@@ -276,6 +288,7 @@ def eval_cmd(
     from edgetune.forgetting import run_probe
     from edgetune.perplexity import heldout_text_of, run_perplexity
 
+    target = _target(target, model, adapter, out)
     is_run = (Path(target) / runs.CONFIG).is_file()
     if probe is None:
         probe = is_run and runs.load_run_config(Path(target)).eval.probe
@@ -354,7 +367,7 @@ def _print_eval_table(results) -> None:
 
 @app.command()
 def chat(
-    model: str = typer.Argument(..., help="A run directory, a merged HF directory, a .gguf file or an ONNX folder."),
+    model: Optional[str] = typer.Argument(None, help="A run directory, a merged HF directory, a .gguf file or an ONNX folder."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp | onnx"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply in tokens."),
@@ -362,9 +375,14 @@ def chat(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one prompt and exit."),
     compare: Optional[str] = typer.Option(None, "--compare", help="A second model (e.g. the base) answering every prompt too."),
     repeat_penalty: float = typer.Option(1.1, "--repeat-penalty", help="Repetition penalty (1.0 = off; 1.1 is Ollama's default)."),
+    base: Optional[str] = typer.Option(None, "--model", "-m", help=IMPORT_MODEL),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help=IMPORT_ADAPTER),
+    out: Optional[Path] = typer.Option(None, "--run-dir", "-o", help=IMPORT_RUN_DIR),
 ):
     """Chat with a model offline; with piped stdin, one reply per input line."""
     from edgetune.chat import chat_loop, open_chat
+
+    model = _target(model, base, adapter, out)
 
     kw = dict(system=system, max_tokens=max_tokens, temperature=temperature, repeat_penalty=repeat_penalty)
     session = open_chat(model, backend=backend, **kw)
@@ -415,6 +433,8 @@ from edgetune.cli_posttrain import distill_cmd, merge_adapters_cmd  # noqa: E402
 
 app.command(name="distill")(distill_cmd)
 app.command(name="merge-adapters")(merge_adapters_cmd)
+app.command(name="launch-config")(launch_config)
+app.add_typer(handoff_app, name="handoff")
 
 
 def _raise_interrupt(signum, frame):
@@ -442,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=argv, standalone_mode=False, prog_name="edgetune")
         return rv if isinstance(rv, int) else 0
     except Interrupted as e:
-        render_error(e)
+        if is_main():  # on N processes every rank stops; one says so
+            render_error(e)
         return 130
     except EdgetuneError as e:
         render_error(e)

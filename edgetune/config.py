@@ -97,7 +97,7 @@ class TrainConfig:
     warmup_steps: int = opt(5, "Linear warm-up steps.")
     weight_decay: float = opt(0.0, "AdamW weight decay.")
     batch_size: int = opt(4, "Examples per device step.")
-    grad_accum: int = opt(1, "Gradient accumulation steps (effective batch = batch_size x grad_accum).")
+    grad_accum: int = opt(1, "Gradient accumulation steps (effective batch = batch_size x grad_accum x nproc).")
     max_length: int = opt(1024, "Longest tokenized example; longer ones are truncated.")
     packing: bool = opt(False, "Pack several short examples into one sequence.")
     gradient_checkpointing: bool = opt(True, "Recompute activations to save memory (slower, much less VRAM).")
@@ -108,6 +108,8 @@ class TrainConfig:
     save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
     logging_steps: int = opt(1, "Emit a progress event every N steps.")
     sample_every: int = opt(0, "Generate a reply to one training prompt every N steps, to watch the behaviour change (0 = never).")
+    nproc: int = opt(1, "Processes for data-parallel training: one per GPU (N CPU processes on gloo without GPUs); batch_size stays per device.")
+    distributed: str = opt("ddp", "With nproc > 1: `ddp` (each process holds the model; LoRA and QLoRA) or `fsdp` (the 16-bit model sharded across GPUs, for models one GPU cannot hold).", ("ddp", "fsdp"))
 
 
 @dataclass
@@ -326,7 +328,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         p.append(f"`train.max_steps` = {t.max_steps}; set 0 (use epochs) or a positive number")
     if t.max_steps == 0 and t.epochs <= 0:
         p.append("`train.epochs` must be > 0 when `train.max_steps` is 0")
-    for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
+    for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps", "nproc"):
         if getattr(t, name) < 1:
             p.append(f"`train.{name}` = {getattr(t, name)}; set a positive integer")
     if not 0 < t.learning_rate < 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgetune import runs
 from edgetune.config import RunConfig
+from edgetune.distributed import is_main
 from edgetune.events import Note, Progress
 
 HELDOUT_TEXT_BLOCKS = 64  # held-out blocks kept for perplexity (enough for a stable mean, quick on a CPU)
@@ -28,7 +29,8 @@ def prepare_text(cfg: RunConfig, tokenizer, run_dir: Path, sink):
         sink(Progress("tokenize", i, n, f"{i}/{n} documents"))
 
     blocks, report = load_corpus(tokenizer, cfg.data.path, cfg.train.max_length, cfg.data.max_examples, progress)
-    runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
+    if is_main():  # on N processes every rank prepares the same blocks; rank 0 writes them down
+        runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
     for p in report.problems[:5]:
         sink(Note(f"skipped {p}", "warning"))
     if len(report.problems) > 5:
@@ -46,8 +48,8 @@ def prepare_text(cfg: RunConfig, tokenizer, run_dir: Path, sink):
 
     held = ([tokenizer.decode(ids, skip_special_tokens=True) for ids in eval_ds["input_ids"][:HELDOUT_TEXT_BLOCKS]]
             if eval_ds is not None else None)
-    if held:
+    if held and is_main():
         runs.write_texts(run_dir, runs.HELDOUT_TEXT, held[:HELDOUT_TEXT_BLOCKS])
-    else:
+    elif is_main():
         (Path(run_dir) / runs.HELDOUT_TEXT).unlink(missing_ok=True)
     return ds, eval_ds

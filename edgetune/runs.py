@@ -21,6 +21,7 @@ HELDOUT = "heldout.jsonl"  # rendered held-out conversations, as training split 
 CALIBRATION = "calibration.jsonl"  # rendered training conversations for the importance matrix
 BASE = "base.json"  # the exact base weights trained on (edgetune.base_identity)
 HELDOUT_TEXT = "heldout_text.jsonl"  # cpt: held-out blocks of domain text, for eval's perplexity
+IMPORTED = "imported.json"  # a run trained elsewhere: where its model / adapter came from (edgetune.imported_run)
 
 
 def default_run_dir(name: str) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgetune import runs
 from edgetune.config import RunConfig, for_stage
+from edgetune.distributed import is_main
 from edgetune.errors import ConfigError, Interrupted
 from edgetune.events import Fanout, MetricsFile, Note, null_sink
 
@@ -33,7 +34,8 @@ def train_stages(cfg: RunConfig, train_one, sink=null_sink, resume: bool = False
         raise ConfigError([f"`data.stage_paths` entry {p!r} is not METHOD=PATH" for p in bad])
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / runs.CONFIG)
+    if is_main():
+        cfg.save(run_dir / runs.CONFIG)
     previous, result = None, None
     for method, sdir in stage_dirs(cfg):
         sub = stage_config(cfg, method, sdir)
@@ -44,18 +46,19 @@ def train_stages(cfg: RunConfig, train_one, sink=null_sink, resume: bool = False
             continue
         again = resume and runs.last_checkpoint(sdir) is not None
         sink(Note(f"stage {sdir.name}: {method} on {sub.data.path}" + (f", from {previous}" if previous else "")))
-        stage_sink = Fanout(sink, MetricsFile(sdir / runs.METRICS, method))
+        stage_sink = Fanout(sink, MetricsFile(sdir / runs.METRICS, method)) if is_main() else sink
         try:
             result = train_one(sub, stage_sink, resume=again, stopper=stopper, init_adapter=previous)
         except Interrupted as e:  # point at the staged run, which knows where to pick up
             raise Interrupted(e.message, hint=f"continue with: edgetune train --resume --run-dir {run_dir}") from None
         previous = result.adapter_dir
     final = run_dir / runs.ADAPTER
-    tmp = runs.temp_dir_beside(final)
-    shutil.copytree(previous, tmp, dirs_exist_ok=True)
-    runs.replace_dir(tmp, final)
-    if (previous.parent / runs.BASE).is_file():  # the weights every stage trained on, for merge and export
-        runs.atomic_write_text(run_dir / runs.BASE, (previous.parent / runs.BASE).read_text(encoding="utf-8"))
+    if is_main():
+        tmp = runs.temp_dir_beside(final)
+        shutil.copytree(previous, tmp, dirs_exist_ok=True)
+        runs.replace_dir(tmp, final)
+        if (previous.parent / runs.BASE).is_file():  # the weights every stage trained on, for merge and export
+            runs.atomic_write_text(run_dir / runs.BASE, (previous.parent / runs.BASE).read_text(encoding="utf-8"))
     if result is not None:
         result.run_dir, result.adapter_dir = run_dir, final
     return result

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune import runs
+from edgetune import distributed, runs
 from edgetune.config import RunConfig
 from edgetune.errors import Interrupted, RunDirError, TrainError
 from edgetune.events import CheckpointSaved, Note, StageFinished, StageStarted, null_sink
@@ -82,7 +82,7 @@ def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink, tokenizer=None):
         rows = rows[: cfg.data.max_examples]
     report = {"source": cfg.data.path, "format": cfg.method.name, "n_valid": len(rows), "n_rejected": len(problems),
               "problems": [p.to_dict() for p in problems]}
-    runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report, indent=2, default=str))
+    write_data_report(run_dir, report)
     sink(Note(f"data: {len(rows)} {cfg.method.name} rows, {len(problems)} rejected"))
     for p in problems[:5]:
         sink(Note(f"skipped {p}", "warning"))
@@ -115,7 +115,7 @@ def prepare_data(cfg: RunConfig, tokenizer, run_dir: Path, sink):
         return prepare_method_rows(cfg, run_dir, sink, tokenizer)
     ensure_chat_template(tokenizer, cfg.model.chat_template)
     ds, report = build_dataset(tokenizer, cfg.data, cfg.train.max_length)
-    runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report.to_dict(), indent=2, default=str))
+    write_data_report(run_dir, report.to_dict())
     sink(Note(f"data: {report.n_valid} examples ({report.format}), {report.n_rejected} rejected, "
               f"masked fraction {report.masked_fraction:.2f}"
               + (f", {report.n_sequences} training sequences" if report.n_sequences > report.n_valid else "")))
@@ -137,9 +137,16 @@ def write_decoded(run_dir: Path, tokenizer, ds, eval_ds) -> None:
     write_later_texts(run_dir, decode(ds), decode(eval_ds) if eval_ds is not None else None)
 
 
+def write_data_report(run_dir: Path, report: dict) -> None:
+    if distributed.is_main():  # every rank prepares the same data; one writes it down
+        runs.atomic_write_text(run_dir / runs.DATA_REPORT, json.dumps(report, indent=2, default=str))
+
+
 def write_later_texts(run_dir: Path, train_texts: list[str], heldout: list[str] | None) -> None:
     """What later stages read instead of re-deriving the split: the held-out texts exactly as training held them out
     (verification compares on them), and an even sample of training texts (the importance matrix's calibration)."""
+    if not distributed.is_main():
+        return
     step = max(1, len(train_texts) // CALIBRATION_ROWS)
     runs.write_texts(run_dir, runs.CALIBRATION, train_texts[::step][:CALIBRATION_ROWS])
     if heldout:
@@ -167,18 +174,14 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
 
     t_start = time.time()
     run_dir = Path(cfg.run_dir)
-    ckpt = runs.last_checkpoint(run_dir)
-    if resume and ckpt is None:
-        raise RunDirError(f"{run_dir}: nothing to resume (no checkpoints/checkpoint-N)",
-                          hint="start without --resume; checkpoints are written every train.save_steps steps")
-    if not resume and ckpt is not None:
-        raise RunDirError(f"{run_dir} already holds checkpoints (latest {ckpt.name})",
-                          hint="continue it with --resume, or pick a new --run-dir")
+    ckpt = check_resume(run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
 
     sink(StageStarted("plan"))
     hw = hardware.detect(run_dir)
     precision = engines.choose_precision(cfg.train.precision, hw)
+    distributed.check(cfg, hw)
     engine = engines.select(cfg.train.engine, hw, cfg)  # before trl is imported: Unsloth patches it
     sink(Note(f"hardware: {hw.describe()}; profile {cfg.profile or '-'}; engine {engine.name}; precision {precision.name}"))
     if getattr(engine, "imported_first", None):
@@ -190,7 +193,15 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
     plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
-    cfg.save(run_dir / runs.CONFIG)
+    sink(Note(distributed.effective_batch_note(cfg)))
+    if cfg.train.nproc > 1 and not distributed.inside_launch():
+        sink(Note(f"train.nproc = {cfg.train.nproc}, but this process trains alone: `edgetune train --nproc` starts "
+                  "the processes", "warning"))
+    if distributed.inside_launch() and distributed.mode(cfg) == "fsdp" and hw.device == "cpu":
+        sink(Note("train.distributed = fsdp needs GPUs (accelerate shards only on GPU process groups): on CPU the "
+                  "processes train data parallel, each holding the whole model", "warning"))
+    if main:
+        cfg.save(run_dir / runs.CONFIG)
     sink(StageFinished("plan", time.time() - t_start))
 
     sink(StageStarted("load", resolved.ref))
@@ -204,7 +215,7 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
 
     stopper = stopper or StopOnSignal()
     callbacks = [EventCallback(sink, engine.name, cfg.method.name), stopper]
-    if cfg.train.sample_every:
+    if cfg.train.sample_every and main:
         from edgetune.callbacks import SampleCallback
 
         callbacks.append(SampleCallback(sink, tokenizer, sample_prompt(cfg, train_ds), cfg.train.sample_every))
@@ -234,10 +245,25 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
                           hint=f"continue with: edgetune train --resume --run-dir {run_dir}")
     sink(StageFinished("train", time.time() - t0, f"{step} steps"))
 
-    adapter_dir = save_adapter(trainer.model, tokenizer, run_dir)
-    sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
+    adapter_dir = run_dir / runs.ADAPTER
+    if main:
+        save_adapter(trainer.model, tokenizer, run_dir)
+        sink(CheckpointSaved(step=step, path=str(adapter_dir), reason="final"))
+    distributed.barrier()  # the other ranks return once the adapter is there (a next stage starts from it)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(run_dir, adapter_dir, step, losses[-1] if losses else out.training_loss, time.time() - t_start)
+
+
+def check_resume(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from; refuses --resume without one, and a fresh start over an existing run."""
+    ckpt = runs.last_checkpoint(run_dir)
+    if resume and ckpt is None:
+        raise RunDirError(f"{run_dir}: nothing to resume (no checkpoints/checkpoint-N)",
+                          hint="start without --resume; checkpoints are written every train.save_steps steps")
+    if not resume and ckpt is not None:
+        raise RunDirError(f"{run_dir} already holds checkpoints (latest {ckpt.name})",
+                          hint="continue it with --resume, or pick a new --run-dir")
+    return ckpt
 
 
 def pin_base(resolved, run_dir: Path, sink):
@@ -248,7 +274,8 @@ def pin_base(resolved, run_dir: Path, sink):
     from edgetune import base_identity
 
     identity = base_identity.identify(resolved, sink)
-    base_identity.record(run_dir, identity)
+    if distributed.is_main():
+        base_identity.record(run_dir, identity)
     sink(Note(f"base weights: {identity.describe()}"))
     return replace(resolved, path=identity.path, revision=None) if resolved.kind == "hub" else resolved
 

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 
 from edgetune.config import RunConfig
+from edgetune.distributed import inside_launch
 from edgetune.engines.base import Engine
 from edgetune.errors import HardwareError
 from edgetune.hardware import Hardware
@@ -69,7 +70,8 @@ def imported_before_unsloth() -> list[str]:
 
 
 def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
-    """auto: Unsloth when CUDA and unsloth are present and the config is one it supports; else the HF engine."""
+    """auto: Unsloth when CUDA and unsloth are present, the config is one it supports and one process trains; else
+    the HF engine."""
     if name == "unsloth":
         if hw.device != "cuda":
             raise HardwareError("the Unsloth engine needs an NVIDIA GPU with CUDA; none was found",
@@ -80,7 +82,9 @@ def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
         from edgetune.engines.unsloth import UnslothEngine
 
         return UnslothEngine()
-    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora:
+    # several processes (train.nproc, or a worker under torchrun / accelerate launch) train on the HF engine
+    several = cfg.train.nproc > 1 or inside_launch()
+    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora and not several:
         from edgetune.engines.unsloth import UnslothEngine
 
         return UnslothEngine()

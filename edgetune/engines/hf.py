@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from edgetune.config import RunConfig
+from edgetune.distributed import world
 from edgetune.engines.base import Precision, linear_names, lora_kwargs
 from edgetune.errors import ConfigError
 from edgetune.models import ResolvedModel, load_error
@@ -27,7 +28,7 @@ class HFEngine:
 
         kwargs = dict(revision=model.revision, trust_remote_code=cfg.model.trust_remote_code,
                       use_safetensors=True, dtype=precision.torch_dtype,
-                      device_map={"": 0} if precision.device == "cuda" else "cpu")
+                      device_map={"": local_rank()} if precision.device == "cuda" else "cpu")
         if cfg.model.load_in_4bit:
             kwargs["quantization_config"] = bnb_config(precision.torch_dtype)
         try:
@@ -60,6 +61,11 @@ class HFEngine:
                                f"its linear layers are: {', '.join(linear_names(base))}"])
         peft_cfg = LoraConfig(task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora, **lora_kwargs(cfg, base))
         return get_peft_model(base, peft_cfg), tok
+
+
+def local_rank() -> int:
+    """This process's GPU: data parallel runs one process per GPU (0 in a single process)."""
+    return world()[1]
 
 
 def bnb_config(compute_dtype):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetune.config import RunConfig
+from edgetune.distributed import world
 from edgetune.engines.base import Precision
 from edgetune.errors import ConfigError
 from edgetune.methods.sft import common_args
@@ -30,9 +31,11 @@ def build_trainer(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, output_di
     args = common_args(cfg, output_dir, precision, False)
     # The batch counts completions; TRL generates batch x accumulation of them at once, in whole groups of
     # num_generations. edgetune.memory.plan chose such a batch (keeping the effective batch); say so if bypassed.
-    if (cfg.train.batch_size * cfg.train.grad_accum) % m.num_generations:
-        raise ConfigError([(f"`train.batch_size` x `train.grad_accum` = {cfg.train.batch_size} x {cfg.train.grad_accum} "
-                            f"is not a multiple of `method.num_generations` = {m.num_generations}")],
+    ranks = world()[2]  # TRL generates per-device batch x accumulation x processes completions at once
+    if (cfg.train.batch_size * cfg.train.grad_accum * ranks) % m.num_generations:
+        raise ConfigError([(f"`train.batch_size` x `train.grad_accum` x processes = {cfg.train.batch_size} x "
+                            f"{cfg.train.grad_accum} x {ranks} is not a multiple of `method.num_generations` = "
+                            f"{m.num_generations}")],
                           hint="set them so their product is a multiple of it (`edgetune train` picks such a batch itself)")
     for text in variant_notes(m.loss_type, m.importance_sampling_level):
         (sink or null_sink)(Note(text, "warning"))

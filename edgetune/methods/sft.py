@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetune.config import RunConfig
+from edgetune.distributed import trainer_kwargs
 from edgetune.engines.base import Precision
 
 
@@ -42,6 +43,7 @@ def common_args(cfg: RunConfig, output_dir: Path, precision: Precision, has_eval
         report_to="none",
         disable_tqdm=True,  # progress is ours (events), not tqdm's
         dataloader_num_workers=0,
+        **trainer_kwargs(cfg),  # DDP / FSDP settings when launched on several processes
     )
 
 
