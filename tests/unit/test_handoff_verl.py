@@ -60,12 +60,11 @@ def edgetune_scores(completion: str, answer: str, cfg) -> float:
 
 
 def verl_loader():
-    """Verl's own loader (verl/utils/import_utils.py, as get_custom_reward_fn calls it). Loaded from its file: the
-    verl package's __init__ imports Ray, which is not installed here (verl is installed with --no-deps)."""
-    spec = importlib.util.find_spec("verl")
-    if spec is None:
-        pytest.fail("verl is not installed: pip install --no-deps verl==0.9.1 (pure Python; pulls nothing else)")
-    root = Path(list(spec.submodule_search_locations)[0])
+    """Verl's own loader (verl/utils/import_utils.py, as get_custom_reward_fn calls it), from Verl's source that
+    tests/fetch_assets.py unpacks (importing the verl package needs Ray and vLLM, which a CPU machine does not have)."""
+    from fetched import require_asset
+
+    root = require_asset("verl/verl")
     mod_spec = importlib.util.spec_from_file_location("verl_import_utils", root / "utils" / "import_utils.py")
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
