@@ -214,12 +214,12 @@ class LlamaCppScorer:
         import llama_cpp
 
         kv = dict(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32) if kv_f32 else {}
-        self.llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=n_ctx, verbose=False, **kv)
+        self.llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=n_ctx, n_batch=64, n_ubatch=64, verbose=False, **kv)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()
         self.llm.eval(ids)
-        return np.array(self.llm.scores[: len(ids)])
+        return self.llm.scores[: len(ids)]  # a view, read before the next eval (n_batch 64: small logit buffers)
 
     def close(self):
         self.llm.close()
