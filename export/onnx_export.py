@@ -42,6 +42,7 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
+from .onnx_genai import make_genai_ready
 from .onnx_support import builder_input, onnx_support
 from .onnx_verify import check_onnx_gate, dir_size, verify_variants
 from .types import ONNX_VARIANTS, parse_choices
@@ -71,9 +72,11 @@ def check_builder() -> None:
                           hint='pip install onnxruntime==1.31.1 onnxruntime-genai==0.18.0 onnx==1.23.2 onnx-ir==1.1.0')
 
 
-def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -> Path:
-    """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place."""
-    precision, provider, extra = BUILDER_TARGET[variant]
+def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, extra: list[str] | None = None) -> Path:
+    """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place.
+    `extra` replaces the variant's builder options (benchmarks/onnx_int4.py tries recipes this way)."""
+    precision, provider, default_extra = BUILDER_TARGET[variant]
+    extra = default_extra if extra is None else extra
     tmp = runs.temp_dir_beside(final_dir)
     try:
         t0 = time.time()
@@ -94,6 +97,7 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config
             if (merged / name).is_file():
                 shutil.copy2(merged / name, model_dir / name)
+        make_genai_ready(model_dir)  # og.Model / og.Tokenizer / og.Generator run the folder unchanged
         shutil.rmtree(tmp / "cache", ignore_errors=True)
         shutil.rmtree(tmp / "input", ignore_errors=True)
         runs.replace_dir(model_dir, final_dir)
