@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from edgetune.atomic import atomic_write_text
 
@@ -77,8 +78,9 @@ def genai_token_mismatches(folder: Path, texts: list[str], hf_ids) -> list[dict]
     return out
 
 
-def genai_greedy(folder: Path, prompt_ids: list[int], max_new_tokens: int, model=None) -> list[int]:
-    """og.Generator's greedy continuation of `prompt_ids` (no repeat penalty), ending at an eos id of genai_config."""
+def genai_greedy(folder: Path, prompt_ids: list[int], max_new_tokens: int, model=None) -> Iterator[int]:
+    """og.Generator's greedy continuation of `prompt_ids` (no repeat penalty), token by token; the last one is the
+    eos id of genai_config that ended it, if one did."""
     import onnxruntime_genai as og
 
     model = model or og.Model(str(folder))
@@ -86,8 +88,6 @@ def genai_greedy(folder: Path, prompt_ids: list[int], max_new_tokens: int, model
     params.set_search_options(do_sample=False, max_length=len(prompt_ids) + max_new_tokens, repetition_penalty=1.0)
     generator = og.Generator(model, params)
     generator.append_tokens(list(prompt_ids))
-    out: list[int] = []
     while not generator.is_done():
         generator.generate_next_token()
-        out.append(int(generator.get_next_tokens()[0]))
-    return out
+        yield int(generator.get_next_tokens()[0])

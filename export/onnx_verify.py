@@ -99,7 +99,7 @@ def genai_checks(folder: Path, backend, ref: HFReference, prompts: list[str]) ->
     for prompt in prompts:
         ids = backend.prompt_ids([{"role": "user", "content": prompt}])
         ours = list(backend.model.generate(ids, CHAT_MAX_TOKENS, 0.0, 1.0, backend.eos_ids))
-        same.append(genai_greedy(folder, ids, CHAT_MAX_TOKENS) == ours)
+        same.append(list(genai_greedy(folder, ids, CHAT_MAX_TOKENS)) == ours)
     return {"genai_token_ids_identical": not mismatches, "genai_token_mismatches": mismatches[:3],
             "genai_greedy_identical": all(same) if same else None}
 

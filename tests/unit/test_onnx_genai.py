@@ -70,7 +70,10 @@ def test_genai_generator_greedy_equals_edgetune_loop(exported):
     backend = OnnxBackend(exported)
     ids = backend.prompt_ids([{"role": "user", "content": "Hi"}])
     ours = list(backend.model.generate(ids, 12, 0.0, 1.0, backend.eos_ids))
-    assert genai_greedy(exported, ids, 12) == ours
+    assert list(genai_greedy(exported, ids, 12)) == ours
+    backend.repeat_penalty = 1.0  # chat's greedy path without penalty is og.Generator, with the same reply
+    assert backend.tokens(ids, 12, 0.0) is not None and list(backend.tokens(ids, 12, 0.0)) == ours
+    assert backend._genai is not None
 
 
 def test_verification_reports_genai(exported, converted_model):
