@@ -42,17 +42,19 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
+from . import onnx_int4
 from .onnx_genai import make_genai_ready
+from .onnx_int8 import share_int8_embedding
 from .onnx_support import builder_input, onnx_support
 from .onnx_verify import check_onnx_gate, dir_size, verify_variants
 from .types import ONNX_VARIANTS, parse_choices
 
 ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
 VARIANTS = ONNX_VARIANTS
-# variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda
-# and why int4 uses k_quant_mixed
+# variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda.
+# int4 is built by the recipe onnx_int4.DEFAULT_INT4 (its docstring has the measurements)
 BUILDER_TARGET = {"fp32": ("fp32", "cpu", []), "fp16": ("fp16", "cuda", []), "int8": ("int8", "cpu", []),
-                  "int4": ("int4", "cpu", ["algo_config=k_quant_mixed"])}
+                  "int4": ("int4", "cpu", [])}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
                    "generation_config.json")
@@ -76,6 +78,12 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
     """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place.
     `extra` replaces the variant's builder options (benchmarks/onnx_int4.py tries recipes this way)."""
     precision, provider, default_extra = BUILDER_TARGET[variant]
+    post = None  # an onnxruntime quantizer recipe applied to the builder's fp32 graph
+    if variant == "int4" and extra is None:
+        if onnx_int4.DEFAULT_INT4 in onnx_int4.ORT_RECIPES:
+            precision, post = "fp32", onnx_int4.DEFAULT_INT4
+        else:
+            default_extra = onnx_int4.builder_recipe(onnx_int4.DEFAULT_INT4)[1]
     extra = default_extra if extra is None else extra
     tmp = runs.temp_dir_beside(final_dir)
     try:
@@ -94,6 +102,11 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
                                    "gemma, phi); --gguf still works for it")
         if provider != "cpu":
             cpu_session_options(model_dir / "genai_config.json")
+        if post is not None:
+            sink(Note(f"{variant}: onnxruntime {onnx_int4.ORT_RECIPES[post][0]} 4-bit quantization ({post})"))
+            model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged))
+        elif variant == "int8":
+            share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config
             if (merged / name).is_file():
                 shutil.copy2(merged / name, model_dir / name)
@@ -105,6 +118,17 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
         return final_dir
     finally:  # success moved the model out; failure or Ctrl-C leaves nothing at the final path
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def calibration(merged: Path) -> list[list[int]]:
+    """Token ids of the run's calibration rows (for GPTQ), when merged/ sits in a run dir that has them."""
+    from edgetune.tokenizer import load_tokenizer
+
+    texts = runs.read_texts(merged.parent, runs.CALIBRATION) or []
+    if not texts:
+        return []
+    tokenizer = load_tokenizer(merged)
+    return [list(tokenizer(t)["input_ids"][:256]) for t in texts[:16]]
 
 
 def cpu_session_options(genai_config: Path) -> None:
