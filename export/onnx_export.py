@@ -7,17 +7,11 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
   inputs/outputs (GroupQueryAttention, a contrib op plain onnxruntime's CPU provider runs) plus genai_config.json.
 - Fidelity: tiny llama fp32 max |logit diff| vs transformers 2.4e-7; SmolLM2-135M fp32 7.8e-5 with identical argmax;
   one-token-at-a-time decoding through the cache matches the full-sequence pass to 5e-5.
-- Variants from the same builder: int8 = MatMulNBits 8-bit weights with int8 dynamic activation quantization
-  (accuracy_level 4, the CPU default; 267 MB for SmolLM2), fp16 (274 MB), int4 = weight-only MatMulNBits.
-  int4 method, measured on SmolLM2-135M (544 held-out positions, top-1 / mean KLD vs transformers):
-      plain RTN 4-bit, block 32 (builder default)   86.5 MB  0.700 / 0.447
-      RTN, lm_head int8 (rtn_last)                  100.7 MB  0.675 / 0.471
-      k-quant, lm_head int8 (k_quant_last)          103.2 MB  0.699 / 0.394
-      k-quant, lm_head + sensitive layers int8      113.6 MB  0.785 / 0.222   <- used (k_quant_mixed)
-      the same with block 16                        133.3 MB  0.813 / 0.186   (+17% size for a little)
-      accuracy_level 1 (fp32 compute) instead of 4  no real change (RTN 0.704 / 0.440; k_quant_mixed 0.781 / 0.217)
-  (int8 for comparison: 0.967 / 0.0048; GGUF Q4_K_M of the same model: 0.80-0.89.) Builds take 9-40 s, peak RSS
-  1.2-2.0 GB.
+- Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
+  4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
+  (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
+  onnxruntime's HQQ 4-bit (block 32) over the builder's fp32 graph, lm_head int8 with the embedding shared; onnx_int4.py
+  has the measured table of every recipe tried against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
   runs on the CPU provider and matches (fp16 noise, max diff 0.09 on SmolLM2 logits).
@@ -176,7 +170,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_root)
     sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
-              "MatMulNBits k-quant with int8 lm_head, int8 weights + dynamic int8 activations)"
+              "MatMulNBits HQQ with int8 lm_head, int8 weights + dynamic int8 activations)"
               + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]
