@@ -10,8 +10,8 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
 - Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
   4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
   (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
-  onnxruntime's HQQ 4-bit (block 32) over the builder's fp32 graph, lm_head int8 with the embedding shared; onnx_int4.py
-  has the measured table of every recipe tried against GGUF Q4_K_M and says why.
+  the builder's k-quant 4-bit with lm_head and llama.cpp's sensitive layers in int8 (k_quant_mixed), embedding shared;
+  onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
   runs on the CPU provider and matches (fp16 noise, max diff 0.09 on SmolLM2 logits).
@@ -170,7 +170,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_root)
     sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
-              "MatMulNBits HQQ with int8 lm_head, int8 weights + dynamic int8 activations)"
+              "MatMulNBits k-quant with int8 lm_head and sensitive layers, int8 weights + dynamic int8 activations)"
               + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]

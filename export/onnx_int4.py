@@ -6,8 +6,8 @@ merged model in fp32 transformers on the run's held-out texts + the generic text
 export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer):
     variant                                                   size MB  top-1  mean KLD  worst
     GGUF Q4_K_M (run's importance matrix)                       105.5  0.878    0.0493   0.53
-    HQQ 4-bit asym block 32, lm_head int8, shared emb (hqq32)   118.4  0.901    0.0853   3.38  <- DEFAULT_INT4
-    k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62  (the old default)
+    HQQ 4-bit asym block 32, lm_head int8, shared emb (hqq32)   118.4  0.901    0.0853   3.38
+    k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62  <- DEFAULT_INT4
       the same, accuracy_level 1 instead of 4                   117.2  0.764    0.2359   1.45
       the same, embedding table not shared (fp32 table)         230.4  0.766    0.2412   1.71
     HQQ block 64 (hqq64)                                        105.1  0.708    0.3526   3.68
@@ -16,16 +16,22 @@ export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole 
     k-quant, lm_head int4 (kq32)                                 92.2  0.629    0.5372   3.54
     int8 (builder), for comparison                              270.5  0.961    0.0065   0.08
     int8 with the embedding shared (onnx_int8.py)               158.2  0.957    0.0060   0.07
+    GPTQ block 32 (16 calibration rows of the run), lm_head int8 205.4  0.651    0.4969   3.89  (21 min to build)
+Speed and held-out loss, same run (benchmarks/deploy.py --repeats 1, 2 threads, machine shared with other jobs, so
+compare within the run only): decode tokens/s / held-out loss (merged model 3.0561):
+    kq_mixed32 18.6 / 3.1194   hqq32 1.5 / 3.2404   kq_last32 22.2 / 3.2463   GGUF Q4_K_M 2.2 / 3.1152
+    int8 (shared) 15.0 / 3.0580   fp32 7.7 / 3.0562   GGUF Q8_0 3.7 / 3.0549
 Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
 of size 2592 into shape (576,newaxis)"); is_symmetric=false with shared embeddings builds a graph onnxruntime refuses
 (uint8 Reshape output feeding a float Gather). shared_embeddings=true changes nothing for int8 (the builder keeps
 the fp32 table; onnx_int8.py shares it after the build).
-Why HQQ: at the size of the old default it has 2.8x lower KLD (0.085 vs 0.239) and top-1 0.901, above GGUF Q4_K_M's
-0.878. It does NOT reach GGUF Q4_K_M's KLD (0.049) at <= its size: SmolLM2's rows (576) are not a multiple of 256,
-so llama.cpp's Q4_K_M falls back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight), while MatMulNBits
-offers 4 or 8 bits only, with fp32 scales (and fp32 zero points for HQQ): 4-bit block 32 costs 6 bits per weight
-with HQQ, and at block 64 (105.1 MB, the GGUF size) KLD is 0.35. HQQ needs no calibration data; it runs on the
-builder's fp32 graph (so the fp32 model is built first and held in memory once: ~4 bytes per parameter).
+Why kq_mixed32 stays the default: HQQ has 2.8x lower KLD at the same size (0.085 vs 0.239, top-1 0.901 vs 0.760)
+but decodes 12x slower (1.5 vs 18.6 tokens/s, below GGUF Q4_K_M's 2.2 in the same run; its MatMulNBits carry fp32 zero points,
+which onnxruntime's CPU kernel runs far slower: seen, not profiled) and its held-out loss is worse (3.24 vs 3.12; its worst positions are far off:
+3.38 nats). No recipe reaches GGUF Q4_K_M's KLD (0.049) at <= its size: SmolLM2's rows (576) are not a multiple
+of 256, so llama.cpp's Q4_K_M falls back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight), while
+MatMulNBits offers 4 or 8 bits only with fp32 scales (and fp32 zero points for HQQ); at the GGUF's size (HQQ block
+64, 105.1 MB) KLD is 0.35. ort_quantize keeps HQQ/GPTQ available for benchmarks/onnx_int4.py.
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ ORT_RECIPES: dict[str, tuple[str, int, int]] = {
     "gptq32": ("GPTQ", 32, 8),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES)
-DEFAULT_INT4 = "hqq32"  # the docstring has the measurements
+DEFAULT_INT4 = "kq_mixed32"  # the docstring has the measurements and why not hqq32
 
 
 def builder_recipe(recipe: str) -> tuple[str, list[str]]:
