@@ -1,8 +1,13 @@
-"""Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 next to GGUF q8_0/q4_k_m (llama.cpp).
+"""Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 (+ each int4 recipe) next to GGUF q8_0/q4_k_m.
 
-    python benchmarks/deploy.py RUN_DIR [--repeats 3] [--prompt-tokens 128] [--decode-tokens 64] [--json out.json]
+    python benchmarks/deploy.py RUN_DIR [--recipes kq_mixed32,...] [--repeats 3] [--prompt-tokens 128]
+                                        [--decode-tokens 64] [--json out.json]
 
-Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification). Then, for
+Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification; int4 recipes of
+export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/). Quality, once per model, with the project's verification
+(export/verify.py compare_logits against the merged model in fp32 transformers, on the run's held-out texts plus the
+generic texts): top-1 agreement, mean KL divergence, and held-out loss (mean next-token NLL of those texts under the
+model; the merged model's own loss is printed beside). Then speed: for
 each model, `repeats` times: load (wall time of building the session / llama context), a first (cold) prompt pass
 of `prompt-tokens` ids (llama.cpp mmaps its file, so that pass also pages the weights in), a second prompt pass
 (prompt tokens/s), then `decode-tokens` greedy steps through the KV cache (decode tokens/s).
@@ -54,6 +59,57 @@ def ensure_exports(run_dir: Path, onnx: list[str], gguf: list[str]) -> tuple[dic
     return onnx_dirs, gguf_files
 
 
+def quality(logits_fn, ref, texts) -> dict:
+    """compare_logits (top-1, mean KLD) and the mean next-token NLL of `texts` from the same logits."""
+    import numpy as np
+
+    from edgetune.export.verify import _log_softmax, compare_logits
+
+    nll = [0.0, 0]
+
+    def recording(ids):
+        logits = np.asarray(logits_fn(ids), dtype=np.float64)
+        lp = _log_softmax(logits[:-1])
+        nll[0] -= float(lp[np.arange(len(ids) - 1), ids[1:]].sum())
+        nll[1] += len(ids) - 1
+        return logits
+
+    a = compare_logits(recording, ref, texts, 0.0)
+    return {"top1": round(a.top1, 3), "mean_kld": round(a.mean_kld, 4), "heldout_loss": round(nll[0] / max(nll[1], 1), 4)}
+
+
+def reference_loss(ref, texts) -> float:
+    import numpy as np
+
+    total, n = 0.0, 0
+    for text in texts:
+        ids, lp = ref.logprobs(text)
+        total -= float(lp[np.arange(len(ids) - 1), ids[1:]].sum())
+        n += len(ids) - 1
+    return round(total / max(n, 1), 4)
+
+
+def measure_quality(run_dir: Path, targets: list) -> tuple[dict, float]:
+    from edgetune.export.onnx_runtime import OnnxModel
+    from edgetune.export.verify import HFReference, _llama_logits, _load, heldout_texts
+
+    ref = HFReference(run_dir / "merged")
+    texts = heldout_texts(run_dir, ref.tokenizer)
+    ref.prepare(texts)
+    out = {}
+    for label, engine, path, _fn in targets:
+        if engine == "onnxruntime":
+            out[label] = quality(OnnxModel(path).logits, ref, texts)
+        else:
+            llm = _load(path, n_ctx=max(len(ref.ids(t)) for t in texts) + 16)
+            try:
+                out[label] = quality(_llama_logits(llm), ref, texts)
+            finally:
+                llm.close()
+        print(f"{label}: {out[label]}", file=sys.stderr, flush=True)
+    return out, reference_loss(ref, texts)
+
+
 def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
     from edgetune.export.onnx_runtime import OnnxModel
 
@@ -99,6 +155,19 @@ def time_gguf(path: Path, ids: list[int], n_decode: int, threads: int) -> dict:
             "decode_tps": n_decode / (t3 - t2)}
 
 
+def recipe_dirs(run_dir: Path, recipes: str) -> dict:
+    """int4 recipes built (once) into RUN_DIR/onnx-recipes/<recipe>/, by benchmarks/onnx_int4.py's builder."""
+    if not recipes:
+        return {}
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_int4 import build_recipe
+
+    from edgetune.export import onnx_int4
+
+    names = onnx_int4.RECIPES if recipes == "all" else [r for r in recipes.split(",") if r]
+    return {f"int4 {r}": build_recipe(run_dir, r, None)[0] for r in names}
+
+
 def size_of(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("model.onnx*")) if path.is_dir() else path.stat().st_size
 
@@ -120,10 +189,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--onnx", default=",".join(ONNX_VARIANTS))
     p.add_argument("--gguf", default=",".join(GGUF_TYPES))
+    p.add_argument("--recipes", default="", help="int4 recipes of export/onnx_int4.py to add (comma-separated, "
+                                                 "or 'all')")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     onnx_dirs, gguf_files = ensure_exports(args.run_dir, [v for v in args.onnx.split(",") if v],
                                            [q for q in args.gguf.split(",") if q])
+    onnx_dirs.update(recipe_dirs(args.run_dir, args.recipes))
     ids = prompt_ids(args.run_dir, args.prompt_tokens)
     threads = _usable_cpus()
     targets = [(f"onnx {v}", "onnxruntime", d, time_onnx) for v, d in onnx_dirs.items()]
@@ -134,16 +206,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             samples[label].append(fn(path, ids, args.decode_tokens, threads))
             gc.collect()
     rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
-    print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
-          f"median of {args.repeats}")
-    print(f"{'model':14} {'engine':12} {'size MB':>8} {'load s':>7} {'1st prompt s':>13} {'prompt tok/s':>13} "
-          f"{'decode tok/s':>13}")
+    scores, merged_loss = measure_quality(args.run_dir, targets)
     for r in rows:
-        print(f"{r['model']:14} {r['engine']:12} {r['size_mb']:8.1f} {r['load_s']:7.3f} {r['first_prompt_s']:13.3f} "
-              f"{r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
+        r.update(scores[r["model"]])
+    print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
+          f"median of {args.repeats}; quality against the merged model (its held-out loss {merged_loss:.4f})")
+    print(f"{'model':24} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
+          f"{'prompt tok/s':>13} {'decode tok/s':>13}")
+    for r in rows:
+        print(f"{r['model']:24} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
+              f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
-                                         "threads": threads, "repeats": args.repeats, "rows": rows}, indent=2))
+                                         "threads": threads, "repeats": args.repeats, "merged_heldout_loss": merged_loss,
+                                         "rows": rows}, indent=2))
     return rows
 
 

@@ -7,17 +7,11 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
   inputs/outputs (GroupQueryAttention, a contrib op plain onnxruntime's CPU provider runs) plus genai_config.json.
 - Fidelity: tiny llama fp32 max |logit diff| vs transformers 2.4e-7; SmolLM2-135M fp32 7.8e-5 with identical argmax;
   one-token-at-a-time decoding through the cache matches the full-sequence pass to 5e-5.
-- Variants from the same builder: int8 = MatMulNBits 8-bit weights with int8 dynamic activation quantization
-  (accuracy_level 4, the CPU default; 267 MB for SmolLM2), fp16 (274 MB), int4 = weight-only MatMulNBits.
-  int4 method, measured on SmolLM2-135M (544 held-out positions, top-1 / mean KLD vs transformers):
-      plain RTN 4-bit, block 32 (builder default)   86.5 MB  0.700 / 0.447
-      RTN, lm_head int8 (rtn_last)                  100.7 MB  0.675 / 0.471
-      k-quant, lm_head int8 (k_quant_last)          103.2 MB  0.699 / 0.394
-      k-quant, lm_head + sensitive layers int8      113.6 MB  0.785 / 0.222   <- used (k_quant_mixed)
-      the same with block 16                        133.3 MB  0.813 / 0.186   (+17% size for a little)
-      accuracy_level 1 (fp32 compute) instead of 4  no real change (RTN 0.704 / 0.440; k_quant_mixed 0.781 / 0.217)
-  (int8 for comparison: 0.967 / 0.0048; GGUF Q4_K_M of the same model: 0.80-0.89.) Builds take 9-40 s, peak RSS
-  1.2-2.0 GB.
+- Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
+  4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
+  (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
+  the builder's k-quant 4-bit with lm_head and llama.cpp's sensitive layers in int8 (k_quant_mixed), embedding shared;
+  onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
   runs on the CPU provider and matches (fp16 noise, max diff 0.09 on SmolLM2 logits).
@@ -42,16 +36,19 @@ from edgetune import runs
 from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
+from . import onnx_int4
+from .onnx_genai import make_genai_ready
+from .onnx_int8 import share_int8_embedding
 from .onnx_support import builder_input, onnx_support
 from .onnx_verify import check_onnx_gate, dir_size, verify_variants
 from .types import ONNX_VARIANTS, parse_choices
 
 ONNX = "onnx"  # RUN_DIR/onnx/<variant>/
 VARIANTS = ONNX_VARIANTS
-# variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda
-# and why int4 uses k_quant_mixed
+# variant -> (builder precision, builder execution provider, extra options); the docstring says why fp16 says cuda.
+# int4 is built by the recipe onnx_int4.DEFAULT_INT4 (its docstring has the measurements)
 BUILDER_TARGET = {"fp32": ("fp32", "cpu", []), "fp16": ("fp16", "cuda", []), "int8": ("int8", "cpu", []),
-                  "int4": ("int4", "cpu", ["algo_config=k_quant_mixed"])}
+                  "int4": ("int4", "cpu", [])}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
                    "generation_config.json")
@@ -71,9 +68,17 @@ def check_builder() -> None:
                           hint='pip install onnxruntime==1.31.1 onnxruntime-genai==0.18.0 onnx==1.23.2 onnx-ir==1.1.0')
 
 
-def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -> Path:
-    """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place."""
-    precision, provider, extra = BUILDER_TARGET[variant]
+def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, extra: list[str] | None = None) -> Path:
+    """Run the model builder for one variant into a temp folder, add the tokenizer files, rename into place.
+    `extra` replaces the variant's builder options (benchmarks/onnx_int4.py tries recipes this way)."""
+    precision, provider, default_extra = BUILDER_TARGET[variant]
+    post = None  # an onnxruntime quantizer recipe applied to the builder's fp32 graph
+    if variant == "int4" and extra is None:
+        if onnx_int4.DEFAULT_INT4 in onnx_int4.ORT_RECIPES:
+            precision, post = "fp32", onnx_int4.DEFAULT_INT4
+        else:
+            default_extra = onnx_int4.builder_recipe(onnx_int4.DEFAULT_INT4)[1]
+    extra = default_extra if extra is None else extra
     tmp = runs.temp_dir_beside(final_dir)
     try:
         t0 = time.time()
@@ -91,9 +96,15 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -
                                    "gemma, phi); --gguf still works for it")
         if provider != "cpu":
             cpu_session_options(model_dir / "genai_config.json")
+        if post is not None:
+            sink(Note(f"{variant}: onnxruntime {onnx_int4.ORT_RECIPES[post][0]} 4-bit quantization ({post})"))
+            model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged))
+        elif variant == "int8":
+            share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config
             if (merged / name).is_file():
                 shutil.copy2(merged / name, model_dir / name)
+        make_genai_ready(model_dir)  # og.Model / og.Tokenizer / og.Generator run the folder unchanged
         shutil.rmtree(tmp / "cache", ignore_errors=True)
         shutil.rmtree(tmp / "input", ignore_errors=True)
         runs.replace_dir(model_dir, final_dir)
@@ -101,6 +112,17 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink) -
         return final_dir
     finally:  # success moved the model out; failure or Ctrl-C leaves nothing at the final path
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def calibration(merged: Path) -> list[list[int]]:
+    """Token ids of the run's calibration rows (for GPTQ), when merged/ sits in a run dir that has them."""
+    from edgetune.tokenizer import load_tokenizer
+
+    texts = runs.read_texts(merged.parent, runs.CALIBRATION) or []
+    if not texts:
+        return []
+    tokenizer = load_tokenizer(merged)
+    return [list(tokenizer(t)["input_ids"][:256]) for t in texts[:16]]
 
 
 def cpu_session_options(genai_config: Path) -> None:
@@ -148,7 +170,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_root)
     sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
-              "MatMulNBits k-quant with int8 lm_head, int8 weights + dynamic int8 activations)"
+              "MatMulNBits k-quant with int8 lm_head and sensitive layers, int8 weights + dynamic int8 activations)"
               + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]

@@ -3,7 +3,15 @@
 The model folder is what `export_onnx` writes (RUN_DIR/onnx/<variant>/): model.onnx (+ model.onnx.data), the
 builder's genai_config.json (layer/head sizes, context length, EOS ids) and the HF tokenizer files with the chat
 template. The graph's inputs are input_ids, attention_mask, past_key_values.{i}.key/value and, in some variants,
-position_ids; outputs are logits and present.{i}.key/value. onnxruntime-genai can run the same folder.
+position_ids; outputs are logits and present.{i}.key/value. onnxruntime-genai runs the same folder unchanged
+(export/onnx_genai.py makes it so).
+
+Chat decodes with onnxruntime_genai.Generator where it does what edgetune's chat does: greedy without a repeat
+penalty (verification checks that its tokens equal this module's loop). The hand-written loop here stays for what
+og.Generator does not do: llama.cpp's repeat penalty (over the last 64 *generated* tokens, the prompt not penalised,
+so ONNX and GGUF replies stay comparable; genai's repetition_penalty is transformers' kind, over prompt and reply),
+temperature sampling from the full distribution with edgetune's seed, and next-token logits at every position of a
+text in one pass (verification and eval compare those; og.Generator hands out the last position's).
 """
 from __future__ import annotations
 
@@ -144,16 +152,30 @@ class OnnxBackend:
 
         self.eos_ids = set(self.model.eos_ids) | set(stop_ids(self.tokenizer, self.model.dir))
         self.finish_reason = "stop"
+        self._genai = None  # og.Model, loaded on first greedy reply without repeat penalty
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(enc["input_ids"])
 
+    def tokens(self, ids: list[int], max_tokens: int, temperature: float) -> Iterator[int]:
+        """New token ids: og.Generator for greedy without repeat penalty, else the hand-written loop."""
+        if temperature <= 0 and (not self.repeat_penalty or self.repeat_penalty == 1.0):
+            from .onnx_genai import genai_greedy
+
+            if self._genai is None:
+                import onnxruntime_genai as og
+
+                self._genai = og.Model(str(self.model.dir))
+            room = (self.model.context_length or len(ids) + max_tokens) - len(ids)
+            yield from genai_greedy(self.model.dir, ids, min(max_tokens, room), self._genai)
+            return
+        yield from self.model.generate(ids, max_tokens, temperature, self.repeat_penalty, self.eos_ids)
+
     def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
         self.finish_reason = "length"
         new, shown = [], ""
-        for token in self.model.generate(self.prompt_ids(messages), max_tokens, temperature, self.repeat_penalty,
-                                         self.eos_ids):
+        for token in self.tokens(self.prompt_ids(messages), max_tokens, temperature):
             if token in self.eos_ids:
                 self.finish_reason = "stop"
                 break

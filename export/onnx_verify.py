@@ -57,6 +57,7 @@ def verify_onnx(folder: Path, ref: HFReference, texts: list[str], chat_prompts: 
         replies.append(reply[:200])
         sink(Progress("verify", i + 1, len(chat_prompts), "chat"))
     missing_stops = [i for i in ref.stop_ids() if i not in backend.eos_ids]
+    genai = genai_checks(folder, backend, ref, chat_prompts[:1])
     result = {
         "type": variant,
         "path": str(folder),
@@ -75,6 +76,7 @@ def verify_onnx(folder: Path, ref: HFReference, texts: list[str], chat_prompts: 
         "end_of_turn_stops": not missing_stops,  # every stop id of the merged model ends ONNX generation
         "stops_not_eos": [ref.tokenizer.convert_ids_to_tokens(i) for i in missing_stops],
         "chat_template_present": bool(getattr(backend.tokenizer, "chat_template", None)),
+        **genai,
     }
     result["fidelity_failures"] = fidelity_failures(result)
     behaviour = [] if result["stops_at_eos"] is not False else [
@@ -85,6 +87,21 @@ def verify_onnx(folder: Path, ref: HFReference, texts: list[str], chat_prompts: 
               f"{agreement.top1:.4f} over {agreement.positions} positions, stops at EOS {result['stops_at_eos']}",
               level="info" if result["passed"] else "warning"))
     return result
+
+
+def genai_checks(folder: Path, backend, ref: HFReference, prompts: list[str]) -> dict:
+    """onnxruntime-genai on the folder as written: og.Tokenizer ids equal the merged model's on the fixed texts, and
+    og.Generator's greedy reply (no repeat penalty) equals edgetune's own decode loop's, token for token."""
+    from .onnx_genai import genai_greedy, genai_token_mismatches
+
+    mismatches = genai_token_mismatches(folder, FIXED_TOKENIZER_TEXTS, ref.plain_ids)
+    same = []
+    for prompt in prompts:
+        ids = backend.prompt_ids([{"role": "user", "content": prompt}])
+        ours = list(backend.model.generate(ids, CHAT_MAX_TOKENS, 0.0, 1.0, backend.eos_ids))
+        same.append(list(genai_greedy(folder, ids, CHAT_MAX_TOKENS)) == ours)
+    return {"genai_token_ids_identical": not mismatches, "genai_token_mismatches": mismatches[:3],
+            "genai_greedy_identical": all(same) if same else None}
 
 
 def token_mismatches(tokenizer, ref: HFReference) -> list[dict]:
@@ -108,6 +125,11 @@ def fidelity_failures(r: dict) -> list[str]:
         out.append(f"the tokenizer next to the model gives other ids than the merged model's on {first['text'][:40]!r}")
     if not r["chat_template_present"]:
         out.append("no chat template next to the model (chat would use a wrong format)")
+    if not r.get("genai_token_ids_identical", True):
+        first = r["genai_token_mismatches"][0]
+        out.append(f"onnxruntime-genai's tokenizer gives other ids than the merged model's on {first['text'][:40]!r}")
+    if r.get("genai_greedy_identical") is False:
+        out.append("onnxruntime-genai's greedy reply differs from edgetune's decode loop on the same model")
     if not r["end_of_turn_stops"]:
         out.append(f"ONNX generation does not stop at {', '.join(r['stops_not_eos'])} (a stop token of this model)")
     return out

@@ -1,5 +1,5 @@
-"""Export: pick GGUF types (or auto with a KLD budget), run the verified export in a worker, show progress and
-the verification table that report.json holds."""
+"""Export: pick GGUF types (or auto with a KLD budget) and ONNX variants, run the verified exports in a worker, show
+progress and the verification table that report.json holds (GGUF files and ONNX folders, the same columns)."""
 from __future__ import annotations
 
 import json
@@ -14,12 +14,24 @@ from textual.worker import Worker, WorkerState
 
 from edgetune import runs
 from edgetune.events import Note, StageFinished, StageStarted
-from edgetune.export.types import GGUF_TYPES
+from edgetune.export.types import GGUF_TYPES, ONNX_VARIANTS
 from edgetune.tui.messages import CoreEvent, ErrorRaised, ExportFinished, ExportProgressed, PostingSink
 from edgetune.tui.screens.run_screen import RunScreen
 from edgetune.tui.widgets.verify_table import VerifyTable
 
 DEFAULT_TYPES = ("q4_k_m",)  # as edgetune.config.ExportConfig.gguf
+ONNX_PREFIX = "onnx:"  # selection values of ONNX variants: onnx:int4
+
+
+def split_choices(values: list[str]) -> tuple[list[str], list[str]]:
+    """Selected values -> (GGUF types, ONNX variants)."""
+    return ([v for v in values if not v.startswith(ONNX_PREFIX)],
+            [v[len(ONNX_PREFIX):] for v in values if v.startswith(ONNX_PREFIX)])
+
+
+def table_rows(gguf: list[dict], onnx: list[dict]) -> list[dict]:
+    """GGUF results, then verified ONNX results labelled "onnx <variant>" (the table shows one type column)."""
+    return list(gguf) + [{**r, "type": f"onnx {r['type']}"} for r in onnx if "top1" in r]
 
 
 class ExportScreen(RunScreen):
@@ -38,6 +50,7 @@ class ExportScreen(RunScreen):
         with Horizontal(id="export-choices"):
             yield SelectionList[str](("auto (smallest under the KLD budget)", "auto"),
                                      *[(q.upper(), q, q in DEFAULT_TYPES) for q in GGUF_TYPES],
+                                     *[(f"ONNX {v.upper()}", ONNX_PREFIX + v) for v in ONNX_VARIANTS],
                                      id="types", compact=True)
             with Vertical(id="export-side"):
                 yield Label("KLD budget (auto)")
@@ -61,8 +74,9 @@ class ExportScreen(RunScreen):
         path = self.run_dir / runs.REPORT if self.run_dir else None
         if path is None or not path.is_file():
             return
-        export = json.loads(path.read_text(encoding="utf-8")).get("export") or {}
-        self.query_one(VerifyTable).show(export.get("files") or [])
+        report = json.loads(path.read_text(encoding="utf-8"))
+        gguf, onnx = report.get("export") or {}, report.get("onnx") or {}
+        self.query_one(VerifyTable).show(table_rows(gguf.get("files") or [], onnx.get("variants") or []))
 
     @property
     def running(self) -> bool:
@@ -77,7 +91,7 @@ class ExportScreen(RunScreen):
             return
         types = list(self.query_one("#types", SelectionList).selected)
         if not types:
-            self.post_message(ErrorRaised("Nothing to export", "no GGUF type is selected",
+            self.post_message(ErrorRaised("Nothing to export", "no GGUF type or ONNX variant is selected",
                                           "tick at least one type (space), or auto"))
             return
         try:
@@ -94,10 +108,17 @@ class ExportScreen(RunScreen):
         from edgetune.tui.services import heavy_imports
 
         heavy_imports()
-        from edgetune.export.gguf_export import export_gguf
+        from edgetune.export.gguf_export import ExportResult, export_gguf
+        from edgetune.export.onnx_export import export_onnx
 
+        gguf_types, onnx_variants = split_choices(types)
         try:
-            result = export_gguf(run_dir, types, PostingSink(self), max_kld=max_kld)
+            result = export_gguf(run_dir, gguf_types, PostingSink(self), max_kld=max_kld) if gguf_types else \
+                ExportResult(files=[], results=[])
+            if onnx_variants:
+                onnx = export_onnx(run_dir, onnx_variants, PostingSink(self))
+                result.files += [Path(r["path"]) for r in onnx]
+                result.results = table_rows(result.results, onnx)
             self.post_message(ExportFinished(run_dir, result))
         except Exception as e:
             self.post_message(ErrorRaised.from_exception(e))
@@ -128,5 +149,5 @@ class ExportScreen(RunScreen):
         self.query_one(VerifyTable).show(message.result.results)
         failing = [r for r in message.result.results if r.get("failures")]
         note = f"; {len(failing)} file(s) with findings (see table)" if failing else ""
-        self.notify(f"{len(message.result.files)} file(s) in {message.run_dir / runs.GGUF}{note}. Press c to chat.",
+        self.notify(f"{len(message.result.files)} file(s)/folder(s) in {message.run_dir}{note}. Press c to chat.",
                     title="Export finished")

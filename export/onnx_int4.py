@@ -1,0 +1,154 @@
+"""int4 ONNX recipes: onnxruntime-genai builder options, or onnxruntime's matmul_nbits_quantizer on the fp32 graph.
+
+Chosen by measurement (benchmarks/onnx_int4.py, 2026-12-04, this CPU, onnxruntime 1.31.1, onnxruntime-genai 0.18.0):
+SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then merge; every row compared with the
+merged model in fp32 transformers on the run's held-out texts + the generic texts (812 positions, compare_logits of
+export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer):
+    variant                                                   size MB  top-1  mean KLD  worst
+    GGUF Q4_K_M (run's importance matrix)                       105.5  0.878    0.0493   0.53
+    HQQ 4-bit asym block 32, lm_head int8, shared emb (hqq32)   118.4  0.901    0.0853   3.38
+    k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62  <- DEFAULT_INT4
+      the same, accuracy_level 1 instead of 4                   117.2  0.764    0.2359   1.45
+      the same, embedding table not shared (fp32 table)         230.4  0.766    0.2412   1.71
+    HQQ block 64 (hqq64)                                        105.1  0.708    0.3526   3.68
+    k-quant, lm_head int8 (kq_last32)                           106.8  0.685    0.4165   3.85
+    RTN block 32, lm_head int4 (rtn32)                           90.0  0.649    0.4915   4.75
+    k-quant, lm_head int4 (kq32)                                 92.2  0.629    0.5372   3.54
+    int8 (builder), for comparison                              270.5  0.961    0.0065   0.08
+    int8 with the embedding shared (onnx_int8.py)               158.2  0.957    0.0060   0.07
+    GPTQ block 32 (16 calibration rows of the run), lm_head int8 205.4  0.651    0.4969   3.89  (21 min to build)
+Speed and held-out loss, same run (benchmarks/deploy.py --repeats 1, 2 threads, machine shared with other jobs, so
+compare within the run only): decode tokens/s / held-out loss (merged model 3.0561):
+    kq_mixed32 18.6 / 3.1194   hqq32 1.5 / 3.2404   kq_last32 22.2 / 3.2463   GGUF Q4_K_M 2.2 / 3.1152
+    int8 (shared) 15.0 / 3.0580   fp32 7.7 / 3.0562   GGUF Q8_0 3.7 / 3.0549
+Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
+of size 2592 into shape (576,newaxis)"); is_symmetric=false with shared embeddings builds a graph onnxruntime refuses
+(uint8 Reshape output feeding a float Gather). shared_embeddings=true changes nothing for int8 (the builder keeps
+the fp32 table; onnx_int8.py shares it after the build).
+Why kq_mixed32 stays the default: HQQ has 2.8x lower KLD at the same size (0.085 vs 0.239, top-1 0.901 vs 0.760)
+but decodes 12x slower (1.5 vs 18.6 tokens/s, below GGUF Q4_K_M's 2.2 in the same run; its MatMulNBits carry fp32 zero points,
+which onnxruntime's CPU kernel runs far slower: seen, not profiled) and its held-out loss is worse (3.24 vs 3.12; its worst positions are far off:
+3.38 nats). No recipe reaches GGUF Q4_K_M's KLD (0.049) at <= its size: SmolLM2's rows (576) are not a multiple
+of 256, so llama.cpp's Q4_K_M falls back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight), while
+MatMulNBits offers 4 or 8 bits only with fp32 scales (and fp32 zero points for HQQ); at the GGUF's size (HQQ block
+64, 105.1 MB) KLD is 0.35. ort_quantize keeps HQQ/GPTQ available for benchmarks/onnx_int4.py.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .onnx_int8 import share_int8_embedding
+
+# name -> builder extra options (onnxruntime-genai 0.18 names: algo_config default|rtn|k_quant (+ legacy aliases
+# k_quant_last / k_quant_mixed), matmul_mixed_precision selector:type with selectors last_matmul / mixed_layers,
+# block_size, accuracy_level, is_symmetric, shared_embeddings (defaults to the model's tie_word_embeddings))
+BUILDER_RECIPES: dict[str, list[str]] = {
+    "rtn32": ["block_size=32"],
+    "rtn32_asym": ["block_size=32", "is_symmetric=false"],
+    "kq_mixed32": ["algo_config=k_quant_mixed"],
+    "kq_mixed32_acc1": ["algo_config=k_quant_mixed", "accuracy_level=1"],
+    "kq_mixed32_acc0": ["algo_config=k_quant_mixed", "accuracy_level=0"],
+    "kq_mixed64": ["algo_config=k_quant_mixed", "block_size=64"],
+    "kq_mixed128": ["algo_config=k_quant_mixed", "block_size=128"],
+    "kq_last32": ["algo_config=k_quant_last"],
+    "kq32": ["algo_config=k_quant"],
+    "kq32_asym": ["algo_config=k_quant", "is_symmetric=false"],
+    "kq_last32_asym": ["algo_config=k_quant_last", "is_symmetric=false"],
+    "kq_mixed32_asym": ["algo_config=k_quant_mixed", "is_symmetric=false"],
+    "kq_mixed64_asym": ["algo_config=k_quant_mixed", "block_size=64", "is_symmetric=false"],
+    "kq_mixed32_unshared": ["algo_config=k_quant_mixed", "shared_embeddings=false"],
+}
+# int8 for comparison: the builder's default (lm_head int8, embedding table fp32) and with the table shared
+INT8_RECIPES: dict[str, list[str]] = {
+    "int8": [],
+    "int8_shared": ["shared_embeddings=true"],
+    "int8_shared_acc1": ["shared_embeddings=true", "accuracy_level=1"],
+}
+# name -> (onnxruntime quantizer algorithm, block size, lm_head bits) applied to the builder's fp32 graph
+ORT_RECIPES: dict[str, tuple[str, int, int]] = {
+    "hqq32": ("HQQ", 32, 8),
+    "hqq64": ("HQQ", 64, 8),
+    "gptq32": ("GPTQ", 32, 8),
+}
+RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES)
+DEFAULT_INT4 = "kq_mixed32"  # the docstring has the measurements and why not hqq32
+
+
+def builder_recipe(recipe: str) -> tuple[str, list[str]]:
+    """(builder precision, extra options) of a builder recipe."""
+    if recipe in INT8_RECIPES:
+        return "int8", list(INT8_RECIPES[recipe])
+    return "int4", list(BUILDER_RECIPES[recipe])
+
+
+def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[list[int]] | None = None) -> Path:
+    """Quantize the fp32 folder's MatMuls to 4 bits with onnxruntime's HQQ or GPTQ (lm_head to 8 bits, symmetric),
+    writing a complete model folder (genai_config.json and tokenizer files copied) at out_dir."""
+    import onnx
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+
+    algo, block, head_bits = ORT_RECIPES[recipe]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(fp32_dir / "model.onnx"))
+    head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "lm_head" in n.name]
+    if algo == "HQQ":
+        cfg = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=4, op_types_to_quantize=("MatMul",))
+    else:
+        reader = _Reader(calibration or [])
+        import json
+
+        inputs = {i.name for i in model.graph.input}
+        decoder = json.loads((fp32_dir / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
+        reader.spec = (decoder["num_hidden_layers"], decoder["num_key_value_heads"], decoder["head_size"],
+                       "position_ids" in inputs)
+        cfg = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, op_types_to_quantize=("MatMul",))
+    q = mnq.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=False, accuracy_level=4,
+                                 nodes_to_exclude=head, algo_config=cfg)
+    q.process()
+    model = q.model.model
+    if head and head_bits:
+        cfg8 = mnq.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=head_bits,
+                                                op_types_to_quantize=("MatMul",))
+        q8 = mnq.MatMulNBitsQuantizer(model, bits=head_bits, block_size=32, is_symmetric=True, accuracy_level=4,
+                                      nodes_to_include=head, algo_config=cfg8)
+        q8.process()
+        model = q8.model.model
+    onnx.save_model(model, str(out_dir / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    for item in fp32_dir.iterdir():
+        if item.name not in ("model.onnx", "model.onnx.data"):
+            shutil.copy2(item, out_dir / item.name)
+    share_int8_embedding(out_dir)  # tied models: the embedding reads lm_head's int8 blocks, no fp32 table
+    return out_dir
+
+
+class _Reader:
+    """Calibration rows as full-sequence inputs with an empty KV cache (GPTQ collects MatMul inputs from them)."""
+
+    def __init__(self, rows: list[list[int]]):
+        self.rows = list(rows)
+        self.spec = None
+
+    def get_next(self):
+        import numpy as np
+
+        if not self.rows:
+            return None
+        ids = self.rows.pop(0)
+        feed = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+        if self.spec:
+            layers, heads, head_size, position = self.spec
+            for i in range(layers):
+                for kv in ("key", "value"):
+                    feed[f"past_key_values.{i}.{kv}"] = np.zeros((1, heads, 0, head_size), np.float32)
+            if position:
+                feed["position_ids"] = np.arange(len(ids), dtype=np.int64)[None]
+        return feed
+
+    def rewind(self):
+        pass
+
+    def __iter__(self):  # GPTQ reads the reader as an iterable
+        while (feed := self.get_next()) is not None:
+            yield feed
