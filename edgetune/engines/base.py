@@ -1,6 +1,7 @@
 """The engine protocol, precision choice and LoRA settings shared by the engines."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,3 +71,11 @@ def lora_kwargs(cfg: RunConfig, model=None) -> dict:
         targets = linear_names(model) if model is not None else "all-linear"
     return dict(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,
                 use_rslora=lc.use_rslora, bias="none")
+
+
+PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
+
+
+def imported_before_unsloth() -> list[str]:
+    """The libraries Unsloth patches that were already imported when it was (empty when the order was right)."""
+    return [m for m in PATCHED_BY_UNSLOTH if m in sys.modules] if "unsloth" not in sys.modules else []

@@ -3,7 +3,6 @@ import, so that choosing an engine and being one never import each other."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 from edgetune.config import RunConfig
 from edgetune.distributed import inside_launch
@@ -14,9 +13,6 @@ from edgetune.hardware import Hardware
 
 def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
-
-
-PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
 
 
 def preload_unsloth(engine: str) -> bool:
@@ -62,11 +58,6 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def imported_before_unsloth() -> list[str]:
-    """The libraries Unsloth patches that were already imported when it was (empty when the order was right)."""
-    return [m for m in PATCHED_BY_UNSLOTH if m in sys.modules] if "unsloth" not in sys.modules else []
 
 
 def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from edgetune.config import RunConfig
-from edgetune.engines.base import Precision, lora_kwargs
+from edgetune.engines.base import Precision, imported_before_unsloth, lora_kwargs
 from edgetune.errors import TrainError
 from edgetune.models import ResolvedModel, load_error, local_checkpoint
 
@@ -27,8 +27,6 @@ class UnslothEngine:
     name = "unsloth"
 
     def __init__(self):
-        from edgetune.engines.choose import imported_before_unsloth
-
         self.imported_first = imported_before_unsloth()  # train reports it: Unsloth could not patch these
         import unsloth  # noqa: F401  (must precede trl/transformers/peft imports)
 
