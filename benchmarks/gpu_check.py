@@ -51,10 +51,14 @@ CARRY = {
     "sentencepiece": ("sentencepiece", ()), "typer": ("typer", ()), "shellingham": ("shellingham", ()),
     "rich": ("rich", ()), "markdown_it_py": ("markdown-it-py", ()), "mdurl": ("mdurl", ()), "pygments": ("pygments", ()),
     "einops": ("einops", ()), "torchao": ("torchao", ()), "diffusers": ("diffusers", ()),  # unsloth_zoo / unsloth ask
+    # typer parses options through pydantic (imported only when a command's options are parsed, not by --help)
+    "pydantic": ("pydantic==2.13.4", ()), "pydantic_core": ("pydantic-core==2.46.4", ()),
+    "annotated_types": ("annotated-types", ()), "typing_inspection": ("typing-inspection", ()),
+    "annotated_doc": ("annotated-doc", ()),
 }
 # Imported by the steps; a missing one is named before anything runs (pyarrow and pandas are too large to carry).
 NEEDED_MODULES = ["torch", "transformers", "peft", "accelerate", "triton", "bitsandbytes", "trl", "datasets",
-                  "pyarrow", "pandas", "unsloth", "gguf", "tomli_w", "typer", "rich"]
+                  "pyarrow", "pandas", "unsloth", "gguf", "tomli_w", "typer", "rich", "pydantic"]
 NOT_CARRIED = ("torch", "transformers", "peft", "accelerate", "triton", "pyarrow", "pandas")
 SIZES = {"tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=8),
          "1b": None, "3b": None}  # None: benchmarks/scale.py's Llama-3.2 shapes
@@ -125,6 +129,8 @@ def install() -> None:
     wheels = [str(w) for w in sorted(WHEELS.glob("*.whl"))]
     if wheels:  # --no-deps: never let pip touch the machine's torch
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *wheels], check=True)
+        # what --no-deps may have left unmet, named in the log (informational: the machine's own packages vary)
+        subprocess.run([sys.executable, "-m", "pip", "check"])
 
 
 def missing_modules(smoke: bool) -> list[str]:
