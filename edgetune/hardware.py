@@ -26,7 +26,7 @@ class Hardware:
         return f"CPU only: {self.cpu_cores} cores, {self.ram_gb:.0f} GB RAM"
 
 
-def _ram_gb() -> float:
+def total_ram_gb() -> float:
     try:
         import psutil
 
@@ -41,7 +41,7 @@ def _ram_gb() -> float:
 def detect(path: str | Path = ".") -> Hardware:
     import torch
 
-    hw = Hardware(device="cpu", cpu_cores=os.cpu_count() or 1, ram_gb=_ram_gb(), disk_free_gb=free_disk_gb(path))
+    hw = Hardware(device="cpu", cpu_cores=os.cpu_count() or 1, ram_gb=total_ram_gb(), disk_free_gb=free_disk_gb(path))
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         hw.device, hw.gpu_name = "cuda", props.name

@@ -23,14 +23,15 @@ class StreamedCausalLM:
     benchmarks/export_phases.py prints peak memory per export phase).
     """
 
-    def __init__(self, model_dir: Path, dtype=None, transform=None, trust_remote_code: bool = False):
+    def __init__(self, model_dir: Path, dtype=None, transform=None, trust_remote_code: bool = False,
+                 num_layers: int | None = None):
         import torch
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
 
         self.dtype = dtype or torch.float32
         self.transform = transform
-        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        config = truncated(AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code), num_layers)
         with init_empty_weights(include_buffers=False):
             self.model = AutoModelForCausalLM.from_config(config, dtype=self.dtype, trust_remote_code=trust_remote_code)
         self.model.eval()
@@ -125,12 +126,13 @@ _TRIM = None
 class LoadedCausalLM:
     """The same interface over a model loaded whole in fp32: for checkpoints that cannot be streamed."""
 
-    def __init__(self, model_dir: Path, trust_remote_code: bool = False):
+    def __init__(self, model_dir: Path, trust_remote_code: bool = False, num_layers: int | None = None):
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu",
-                                                          trust_remote_code=trust_remote_code).eval()
+        config = truncated(AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code), num_layers)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32,
+                                                          device_map="cpu", trust_remote_code=trust_remote_code).eval()
 
     def __call__(self, input_ids, attention_mask=None):
         import torch
@@ -142,17 +144,33 @@ class LoadedCausalLM:
         return int(self.model.get_input_embeddings().weight.shape[0])
 
 
-def open_causal_lm(model_dir: Path, trust_remote_code: bool = False, sink=None):
+def open_causal_lm(model_dir: Path, trust_remote_code: bool = False, sink=None, num_layers: int | None = None):
     """Streamed when every parameter is stored under its own name in the safetensors files (true for what
-    transformers and edgetune's merge save); loaded whole otherwise (repos whose names transformers converts)."""
+    transformers and edgetune's merge save); loaded whole otherwise (repos whose names transformers converts).
+    `num_layers`: only the first N decoder layers (then the final norm and the output layer), for the F16 check's
+    layer slice (export/gguf_slice.py)."""
     try:
-        return StreamedCausalLM(model_dir, trust_remote_code=trust_remote_code)
+        return StreamedCausalLM(model_dir, trust_remote_code=trust_remote_code, num_layers=num_layers)
     except KeyError as e:
         if sink is not None:
             from edgetune.events import Note
 
             sink(Note(f"{e.args[0]}: loading the whole model in fp32 instead of layer by layer", "warning"))
-        return LoadedCausalLM(model_dir, trust_remote_code)
+        return LoadedCausalLM(model_dir, trust_remote_code, num_layers)
+
+
+def truncated(config, num_layers: int | None):
+    """`config` with only its first `num_layers` decoder layers: the layer count and every per-layer list
+    (layer_types, no_rope_layers, ...) cut to match. None leaves it whole."""
+    if num_layers is None:
+        return config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    total = text.num_hidden_layers
+    for key, value in list(vars(text).items()):
+        if isinstance(value, list) and len(value) == total:
+            setattr(text, key, value[:num_layers])
+    text.num_hidden_layers = num_layers
+    return config
 
 
 def _checkpoint_names(model, index: dict, model_dir) -> dict[str, str]:

@@ -64,6 +64,13 @@ def _export_section(export) -> list[str]:
               "GGUF's logits come from llama.cpp (f32 KV cache) on the same token ids; the chat check is greedy "
               "llama.cpp chat with the file's own template.", ""]
     for r in results:
+        if (check := r.get("check")) and check.get("method") == "layer slice":
+            lines += [f"`{r.get('file', '?')}` was checked in bounded memory: its first {check.get('layers')} of "
+                      f"{check.get('of_layers')} layers ran in llama.cpp against transformers running the same "
+                      f"layers (the numbers above), and all {check.get('tensors_compared')} tensors were compared "
+                      "byte for byte with the converter's output for merged/; its chat check is left to the "
+                      "quantized files.", ""]
+    for r in results:
         problems = r.get("failures") or []
         if problems:
             lines.append(f"**{r.get('file', '?')}**:")

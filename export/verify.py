@@ -100,7 +100,7 @@ class HFReference:
     resident while llama.cpp maps the file under test; texts not seen yet reopen it."""
 
     def __init__(self, model_dir: Path, max_tokens: int = MAX_TEXT_TOKENS, cache_dir: Path | None = None,
-                 sink=null_sink):
+                 sink=null_sink, num_layers: int | None = None):
         import tempfile
         import weakref
 
@@ -111,7 +111,8 @@ class HFReference:
         self.max_tokens = max_tokens
         self.tokenizer = load_tokenizer(self.model_dir)
         self._sink = sink
-        self.model = open_causal_lm(self.model_dir, sink=sink)
+        self.num_layers = num_layers  # None: the whole model; N: its first N layers (the F16 check's layer slice)
+        self.model = open_causal_lm(self.model_dir, sink=sink, num_layers=num_layers)
         self.embedding_rows = self.model.get_input_embeddings_rows()
         self.tokenizer_len = len(self.tokenizer)
         # not /tmp: on WSL and many Linux setups it is RAM (tmpfs), and these files reach gigabytes for 128k vocabs
@@ -136,7 +137,7 @@ class HFReference:
         if self.model is None:
             from edgetune.streamed import open_causal_lm
 
-            self.model = open_causal_lm(self.model_dir, sink=self._sink)
+            self.model = open_causal_lm(self.model_dir, sink=self._sink, num_layers=self.num_layers)
         budget = max(1, LOGITS_BYTES // (4 * max(self.embedding_rows, 1)))  # tokens per batch
         batch: list[tuple[str, list[int]]] = []
         for i, item in enumerate(todo):

@@ -206,8 +206,9 @@ def _spm_tokenizer(family: Family, work: Path):
     return tok
 
 
-def build_family(name: str, out_dir, seed: int = 0, tokenizer_dir=None) -> Path:
-    """A random checkpoint of family `name` (safetensors + tokenizer + generation_config) in out_dir."""
+def build_family(name: str, out_dir, seed: int = 0, tokenizer_dir=None, **overrides) -> Path:
+    """A random checkpoint of family `name` (safetensors + tokenizer + generation_config) in out_dir; `overrides`
+    change its config (e.g. num_hidden_layers)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -217,7 +218,7 @@ def build_family(name: str, out_dir, seed: int = 0, tokenizer_dir=None) -> Path:
     tok = AutoTokenizer.from_pretrained(tok_dir)
     eos_ids = [tok.convert_tokens_to_ids(t) for t in family.generation_eos]
     settings = {**_SMALL, **family.config, "vocab_size": len(tok), "eos_token_id": eos_ids,
-                "bos_token_id": tok.bos_token_id, "pad_token_id": tok.pad_token_id}
+                "bos_token_id": tok.bos_token_id, "pad_token_id": tok.pad_token_id, **overrides}
     torch.manual_seed(seed)
     config = AutoConfig.for_model(family.model_type, **settings)
     model = AutoModelForCausalLM.from_config(config)

@@ -1,0 +1,94 @@
+"""The F16 check in bounded memory (export/gguf_slice.py): a layer slice through llama.cpp against transformers running
+the same layers, plus a byte check of every tensor. Deeper tiny checkpoints than the families tests, so the slice
+really leaves layers out, and for Gemma 3 / SmolLM3 covers their per-layer patterns."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import gguf
+import pytest
+
+from edgetune.errors import ExportError
+from edgetune.export import verify
+from edgetune.export.gguf_convert import convert
+from edgetune.export.gguf_slice import slice_layers, use_slice, verify_f16_sliced, write_slice
+from families import build_family
+
+DEPTHS = {"llama3_2": (6, {}), "gemma3": (8, {}), "smollm3": (8, {"no_rope_layers": [1, 1, 1, 0] * 2})}
+EXPECTED_K = {"llama3_2": 2, "gemma3": 6, "smollm3": 4}
+TEXTS = verify.GENERIC_TEXTS[:3]
+
+
+@pytest.fixture(scope="module", params=sorted(DEPTHS))
+def deep(request, tmp_path_factory):
+    name = request.param
+    layers, extra = DEPTHS[name]
+    root = tmp_path_factory.mktemp(name)
+    model = build_family(name, root / "hf", num_hidden_layers=layers, **extra)
+    return name, model, convert(model, root / f"{name}.F16.gguf", "f16")
+
+
+def test_slice_layers_follow_the_per_layer_patterns():
+    assert slice_layers({"model_type": "llama", "num_hidden_layers": 28}) == 2
+    gemma = {"model_type": "gemma3_text", "num_hidden_layers": 26,
+             "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 4 + ["sliding_attention"] * 2}
+    assert slice_layers(gemma) == 6
+    assert slice_layers({"model_type": "gemma3_text", "num_hidden_layers": 26, "sliding_window_pattern": 6}) == 6
+    assert slice_layers({"model_type": "smollm3", "num_hidden_layers": 36, "no_rope_layers": [1, 1, 1, 0] * 9}) == 4
+    assert slice_layers({"model_type": "qwen3", "num_hidden_layers": 36, "layer_types": ["full_attention"] * 36}) == 2
+    assert slice_layers({"model_type": "llama", "num_hidden_layers": 1}) == 1
+
+
+def test_auto_slices_big_files_only():
+    assert use_slice("sliced", 1) and not use_slice("full", 10 * 1024**3)
+    assert not use_slice("auto", 100 * 1024**2)
+    assert use_slice("auto", 6 * 1024**3)  # a 3B model's F16
+
+
+def test_sliced_check_passes_and_runs_each_kind_of_layer(deep, tmp_path):
+    name, model, f16 = deep
+    k = EXPECTED_K[name]
+    piece = write_slice(f16, tmp_path / "piece.gguf", k)
+    reader = gguf.GGUFReader(piece)
+    arch = reader.get_field("general.architecture").contents()
+    assert reader.get_field(f"{arch}.block_count").contents() == k
+    assert {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")} == set(range(k))
+
+    result = verify_f16_sliced(f16, model, TEXTS, tmp_path)
+    assert result["passed"], result["failures"]
+    assert result["check"] == {"method": "layer slice", "layers": k, "of_layers": DEPTHS[name][0],
+                               "tensors_compared": len(gguf.GGUFReader(f16).tensors), "tensor_mismatches": []}
+    assert result["mean_kld"] <= verify.MAX_MEAN_KLD["f16"] and result["token_ids_identical"]
+    assert result["file"] == f16.name and result["size_bytes"] == f16.stat().st_size
+    assert result["stops_at_eos"] is None  # the chat check is left to the quantized files
+    assert not list(f16.parent.glob(".*slice*"))  # the slice is removed
+
+
+def test_a_changed_layer_outside_the_slice_fails_the_gate(deep, tmp_path):
+    name, model, f16 = deep
+    bad = shutil.copy(f16, tmp_path / f16.name)
+    last = DEPTHS[name][0] - 1
+    tensor = next(t for t in gguf.GGUFReader(bad).tensors if t.name == f"blk.{last}.ffn_down.weight")
+    with open(bad, "r+b") as f:  # one weight of the last layer, which the slice never runs
+        f.seek(tensor.data_offset + 10)
+        f.write(b"\x00\x3c")  # fp16 1.0
+    result = verify_f16_sliced(bad, model, TEXTS, tmp_path)
+    assert not result["passed"]
+    assert result["check"]["tensor_mismatches"] == [f"blk.{last}.ffn_down.weight"]
+    assert "differ from the converter's output" in result["failures"][0]
+    with pytest.raises(ExportError, match="does not behave like the merged model"):
+        verify.check_gate(result)
+
+
+def test_a_wrong_hyperparameter_is_caught_by_the_slice(tmp_path):
+    """When the GGUF's metadata and the model disagree (here RoPE's base frequency, 500000 vs 10000), the slice's
+    logits show it, as the whole file's would."""
+    model = build_family("llama3_2", tmp_path / "hf", num_hidden_layers=6)
+    f16 = convert(model, tmp_path / "m.F16.gguf", "f16")
+    config = json.loads((model / "config.json").read_text())
+    config["rope_parameters"]["rope_theta"] = 10000.0
+    wrong = shutil.copytree(model, tmp_path / "wrong")
+    (wrong / "config.json").write_text(json.dumps(config))
+    result = verify_f16_sliced(f16, wrong, TEXTS, tmp_path)
+    assert not result["passed"] and result["mean_kld"] > verify.MAX_MEAN_KLD["f16"]
