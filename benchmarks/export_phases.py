@@ -1,6 +1,7 @@
 """Peak anonymous and file-mapped memory of each export phase, in one process, on a run that has merged/:
 
-    convert F16 -> importance matrix -> quantize Q4_K_M -> reference log-probs -> verify F16 -> verify Q4_K_M
+    convert F16 -> importance matrix -> quantize Q4_K_M -> reference log-probs -> verify F16 (whole file, then
+    layer slice + byte check: export/gguf_slice.py) -> verify Q4_K_M
 
 Anonymous memory is what must fit in RAM; file-mapped pages are the GGUF llama.cpp maps, which the kernel can drop.
 Sampled from /proc/self/status every 20 ms. Make a run with `python benchmarks/scale.py 1b --keep DIR`.
@@ -45,6 +46,7 @@ def main() -> None:
     from edgetune.export import verify
     from edgetune.export.gguf_convert import convert
     from edgetune.export.gguf_export import calibration_texts
+    from edgetune.export.gguf_slice import verify_f16_sliced
     from edgetune.export.quantize import compute_imatrix, quantize
     from edgetune.tokenizer import load_tokenizer
 
@@ -59,6 +61,7 @@ def main() -> None:
     held = verify.heldout_texts(args.run_dir, ref.tokenizer)
     phase("reference log-probs", lambda: ref.prepare(held))
     phase("verify F16", lambda: verify.verify_gguf(f16, ref, held, verify.DEFAULT_CHAT_PROMPTS, "f16"))
+    phase("verify F16 sliced", lambda: verify_f16_sliced(f16, merged, held, out))
     phase("verify Q4_K_M", lambda: verify.verify_gguf(q4, ref, held, verify.DEFAULT_CHAT_PROMPTS, "q4_k_m"))
 
 

@@ -8,7 +8,7 @@ memory (sampled from /proc: what must fit in RAM; the rest of RSS is file pages 
 the kernel can drop), and for training the memory plan's estimate beside the measured peak.
 With --baseline REV the merge and export stages also run with the code of git revision REV, in the same run.
 
-    python benchmarks/scale.py [1b] [3b] [--steps 3] [--baseline 9cdcd76] [--code HEAD] [--keep DIR]
+    python benchmarks/scale.py [1b] [3b] [--steps 3] [--baseline 9cdcd76] [--code HEAD] [--keep DIR] [--no-eval]
 """
 from __future__ import annotations
 
@@ -137,7 +137,8 @@ def baseline_env(rev: str, root: Path) -> dict:  # also --code: the code under t
     return {**os.environ, "PYTHONPATH": str(tree)}
 
 
-def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict | None = None) -> dict:
+def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict | None = None,
+             evaluate: bool = True) -> dict:
     t0 = time.time()
     model = build_checkpoint(size, root / f"llama-{size}")
     print(f"[{size}] checkpoint built in {time.time() - t0:.0f} s: {model}", flush=True)
@@ -158,6 +159,8 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
             rows[name + label] = stage(args, env, root)
             shutil.copy(run / "report.json", root / f"report-{size}-{name}{label.strip().replace('@', '')}.json")
             print(f"[{size}] {name}{label} done: {_row(rows[name + label])}", flush=True)
+    if not evaluate:
+        return rows
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
                           "--max-tokens", "16"], env, root)
     return rows
@@ -174,6 +177,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--baseline", help="also run merge and export with this git revision's code")
     ap.add_argument("--code", help="measure this git revision's code instead of the working tree")
+    ap.add_argument("--no-eval", action="store_true", help="stop after the export (eval is the slowest stage)")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder, removed)")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="edgetune-scale-", dir=os.environ.get("TMPDIR", "/var/tmp")))
@@ -182,7 +186,7 @@ def main() -> None:
     try:
         for size in args.sizes:
             env = baseline_env(args.code, root) if args.code else None
-            results[size] = run_size(size, root, args.steps, args.baseline, env)
+            results[size] = run_size(size, root, args.steps, args.baseline, env, not args.no_eval)
     finally:
         if args.baseline:
             subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)

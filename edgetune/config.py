@@ -119,7 +119,7 @@ class ExportConfig:
     imatrix: bool = opt(True, "Quantize 5-bit and smaller types with an importance matrix computed from the run's own data.")
     max_kld: float = opt(0.1, "With `gguf = [\"auto\"]`: keep the smallest type whose mean KL divergence to the merged model stays below this.")
     keep_f16: bool = opt(False, "Keep the intermediate F16 GGUF even when f16 was not requested.")
-    f16_check: str = opt("auto", "How the F16 GGUF is checked against merged/: `full` runs the whole file in llama.cpp (its size must fit in RAM beside the rest); `sliced` runs its first layers in llama.cpp and compares every tensor byte for byte (bounded memory); `auto` slices files over 4 GB or a quarter of this machine's RAM.", ("auto", "full", "sliced"))
+    f16_check: str = opt("auto", "How the F16 GGUF is checked against merged/: `full` runs the whole file in llama.cpp (its size must fit in RAM beside the rest); `sliced` runs its first layers in llama.cpp and compares every tensor byte for byte (bounded memory); `auto` slices files over 2 GiB (models over ~1B parameters) or a quarter of this machine's RAM.", ("auto", "full", "sliced"))
     onnx: list[str] = opt([], "ONNX variants to export for onnxruntime (fp32, fp16, int8, int4); empty = none.", factory=True)
 
 
