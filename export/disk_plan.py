@@ -54,7 +54,7 @@ class DiskPlan:
 
 def plan_gguf_export(folder: Path, n_params: int, quants: list[str], *, merge_bytes: int = 0, keep_f16: bool,
                      keep_quants: bool = True, imatrix: bool = False, verify: bool = True,
-                     reference_positions: int = 0, vocab: int = 0) -> DiskPlan:
+                     reference_positions: int = 0, vocab: int = 0, slice_bytes: int = 0) -> DiskPlan:
     """The plan for one GGUF export of a model with n_params weights into folder."""
     plan = DiskPlan(Path(folder))
     if merge_bytes:
@@ -66,6 +66,10 @@ def plan_gguf_export(folder: Path, n_params: int, quants: list[str], *, merge_by
         plan.items.append(DiskItem("importance matrix", 16 * 1024**2))  # 4 bytes per input column: small
     if verify and reference_positions and vocab:
         plan.items.append(DiskItem("verification log-probs", reference_positions * vocab * 4, kept=False))
+    if verify and slice_bytes:  # the F16 checked by layer slice (export/gguf_slice.py): the slice and its log-probs
+        plan.items.append(DiskItem("F16 layer slice", slice_bytes, kept=False))
+        if reference_positions and vocab:
+            plan.items.append(DiskItem("slice log-probs", reference_positions * vocab * 4, kept=False))
     return plan
 
 

@@ -188,6 +188,7 @@ def disk_plan_for(run_dir: Path, cfg, quants: list[str], keep_f16: bool, auto: b
     from edgetune.models import local_checkpoint
 
     from .disk_plan import checkpoint_params, plan_gguf_export
+    from .gguf_slice import slice_file_bytes
     from .verify import GENERIC_TEXTS, MAX_TEXT_TOKENS
 
     merged = run_dir / runs.MERGED
@@ -199,7 +200,8 @@ def disk_plan_for(run_dir: Path, cfg, quants: list[str], keep_f16: bool, auto: b
     merge_bytes = 0 if source == merged else n_params * (4 if cfg.export.merge_dtype == "fp32" else 2)
     return plan_gguf_export(run_dir, n_params, quants, merge_bytes=merge_bytes, keep_f16=keep_f16,
                             keep_quants=not auto, imatrix=imatrix and any(q in IMATRIX_TYPES for q in quants),
-                            verify=verify, reference_positions=(6 + len(GENERIC_TEXTS)) * MAX_TEXT_TOKENS, vocab=vocab)
+                            verify=verify, reference_positions=(6 + len(GENERIC_TEXTS)) * MAX_TEXT_TOKENS, vocab=vocab,
+                            slice_bytes=slice_file_bytes(config, n_params, cfg.export.f16_check))
 
 
 def add_task_scores(results: list[dict], eval_data: str, match: str, merged: Path, sink) -> None:

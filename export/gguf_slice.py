@@ -46,6 +46,18 @@ def use_slice(mode: str, f16_bytes: int) -> bool:
     return f16_bytes > FULL_CHECK_MAX_BYTES or (ram > 0 and f16_bytes > ram / 4)
 
 
+def slice_file_bytes(config: dict, n_params: int, mode: str) -> int:
+    """Disk the layer slice takes while the F16 is checked (0 when the whole file is checked): 16-bit embeddings,
+    output layer when untied, and K of the L layers."""
+    if not use_slice(mode, 2 * n_params):
+        return 0
+    text = text_config(config)
+    embed = int(text.get("vocab_size") or 0) * int(text.get("hidden_size") or 0)
+    embed *= 1 if text.get("tie_word_embeddings", False) else 2
+    layers = int(text["num_hidden_layers"])
+    return 2 * (embed + (n_params - embed) * slice_layers(config) // max(layers, 1))
+
+
 def slice_layers(config: dict) -> int:
     """Layers the slice must run: the period shared by every per-layer list in the config, at least 2."""
     text = text_config(config)

@@ -12,7 +12,7 @@ import pytest
 from edgetune.errors import ExportError
 from edgetune.export import verify
 from edgetune.export.gguf_convert import convert
-from edgetune.export.gguf_slice import slice_layers, use_slice, verify_f16_sliced, write_slice
+from edgetune.export.gguf_slice import slice_file_bytes, slice_layers, use_slice, verify_f16_sliced, write_slice
 from families import build_family
 
 DEPTHS = {"llama3_2": (6, {}), "gemma3": (8, {}), "smollm3": (8, {"no_rope_layers": [1, 1, 1, 0] * 2})}
@@ -44,6 +44,16 @@ def test_auto_slices_big_files_only():
     assert use_slice("sliced", 1) and not use_slice("full", 10 * 1024**3)
     assert not use_slice("auto", 100 * 1024**2)
     assert use_slice("auto", int(2.5e9)) and use_slice("auto", int(6.4e9))  # Llama 3.2 1B and 3B F16 files
+
+
+def test_the_disk_plan_counts_the_slice():
+    """Llama 3.2 3B: 128256 x 3072 tied embeddings and 2 of 28 layers, in 16 bits; nothing when checked whole."""
+    config = {"model_type": "llama", "num_hidden_layers": 28, "vocab_size": 128256, "hidden_size": 3072,
+              "tie_word_embeddings": True}
+    n = 3_212_749_824
+    embed = 128256 * 3072
+    assert slice_file_bytes(config, n, "auto") == 2 * (embed + (n - embed) * 2 // 28)  # ~1.2 GB
+    assert slice_file_bytes(config, n, "full") == 0
 
 
 def test_sliced_check_passes_and_runs_each_kind_of_layer(deep, tmp_path):
