@@ -21,6 +21,9 @@ class MemoryEstimateView(Static):
         text.append(f"weights {est.weights_gb:.2f} + LoRA/optim {est.adapter_gb:.2f} + activations "
                     f"{est.activations_gb:.2f} + logits {est.logits_gb:.2f} + runtime {est.overhead_gb:.2f}",
                     style="dim")
+        if est.loading_gb > est.total_gb:  # the same peak `edgetune train` prints
+            text.append(f"\nwhile loading {est.loading_gb:.2f} GB: the {est.checkpoint_gb:.1f} GB checkpoint file "
+                        "stays mapped until the last weight is in (pages the OS can drop)", style="dim")
         for note, level in plan.notes:
             if level == "warning":  # the batch training will use instead, or why nothing fits
                 text.append(f"\n{note}", style="yellow" if plan.fits else "red")
