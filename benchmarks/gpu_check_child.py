@@ -109,14 +109,21 @@ def train_numbers(run_dir: Path, cap: float | None) -> dict:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [x["tokens_per_s"] for x in lines if x.get("event") == "TrainStep" and x.get("tokens_per_s")]
     cfg = load_run_config(run_dir)
-    hw = hardware.detect(run_dir)
-    if cap:
-        hw.vram_gb = cap
-    shape = ModelShape.from_config(AutoConfig.from_pretrained(cfg.model.ref))
-    estimate = plan(cfg, shape, hw, engines.choose_precision(cfg.train.precision, hw)).estimate
+    # the plan training printed and recorded (at the data's longest rows); older runs: recomputed at max_length
+    recorded = json.loads((run_dir / "report.json").read_text()).get("memory_plan", {}) \
+        if (run_dir / "report.json").is_file() else {}
+    plan_gb = recorded.get("peak_gb")
+    if plan_gb is None:
+        hw = hardware.detect(run_dir)
+        if cap:
+            hw.vram_gb = cap
+        shape = ModelShape.from_config(AutoConfig.from_pretrained(cfg.model.ref))
+        estimate = plan(cfg, shape, hw, engines.choose_precision(cfg.train.precision, hw)).estimate
+        plan_gb = estimate.total_gb if estimate else None
     return {"tokens_per_s": round(statistics.median(rates[1:] or rates), 1) if rates else None,
             "steps": sum(x.get("event") == "TrainStep" for x in lines), "batch": cfg.train.batch_size,
-            "max_length": cfg.train.max_length, "plan_gb": round(estimate.total_gb, 2) if estimate else None}
+            "max_length": cfg.train.max_length, "plan_gb": round(plan_gb, 2) if plan_gb is not None else None,
+            "plan_seq_len": recorded.get("seq_len")}
 
 
 def main() -> int:

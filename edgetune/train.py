@@ -71,6 +71,18 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: i
     return p
 
 
+def record_plan(run_dir: Path, p, device: str) -> None:
+    """The plan beside the run (report.json "memory_plan"), so a measured peak can be set against it later."""
+    from edgetune.runs import update_report
+
+    est = p.estimate
+    update_report(run_dir, "memory_plan", {
+        "device": device, "method": p.method, "batch": p.batch, "grad_accum": p.grad_accum, "seq_len": p.seq_len,
+        "seq_len_from_data": p.from_data, "budget_gb": round(p.budget_gb, 3),
+        **({"step_gb": round(est.total_gb, 3), "loading_gb": round(est.loading_gb, 3), "peak_gb": round(est.peak_gb, 3)}
+           if est else {}), "units": "GiB"})
+
+
 def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink, tokenizer=None):
     """Preference (dpo, kto) or prompt/answer (grpo) rows, checked with file:line problems."""
     from datasets import Dataset
@@ -192,7 +204,9 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     check_exportable(cfg, resolved, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
-    plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
+    memory_plan = plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
+    if main:
+        record_plan(run_dir, memory_plan, hw.device)
     sink(Note(distributed.effective_batch_note(cfg)))
     if cfg.train.nproc > 1 and not distributed.inside_launch():
         sink(Note(f"train.nproc = {cfg.train.nproc}, but this process trains alone: `edgetune train --nproc` starts "

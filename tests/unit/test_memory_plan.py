@@ -189,6 +189,9 @@ def test_kto_trains_at_a_profile_batch_of_one(tiny_model_dir, tmp_path):
     saved = C.resolve(tmp_path / "run" / "config.toml", check=False)
     assert (saved.train.batch_size, saved.train.grad_accum) == (2, 2)
     assert any("KTO needs at least 2" in n.text for n in events.of(Note))
+    recorded = json.loads((tmp_path / "run" / "report.json").read_text())["memory_plan"]  # the plan beside the run
+    assert (recorded["method"], recorded["batch"], recorded["grad_accum"], recorded["device"]) == ("kto", 2, 2, "cpu")
+    assert recorded["seq_len_from_data"] and recorded["peak_gb"] >= recorded["step_gb"] > 0
 
 
 def test_dpo_counts_chosen_and_rejected():
