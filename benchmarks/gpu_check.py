@@ -17,6 +17,7 @@ process), prints:
     python benchmarks/gpu_check.py --plan     # the wheels and their size with the repository; exit 1 over 64 MiB
     python benchmarks/gpu_check.py            # on the GPU machine (installs .whl/ with --no-deps first)
     python benchmarks/gpu_check.py --smoke    # the same steps on a CPU: tiny shapes, HF engine, no cap (wiring only)
+    python benchmarks/gpu_check.py --planner  # instead: the memory plan vs measured peaks at 512/1024/2048 tokens
 """
 from __future__ import annotations
 
@@ -197,6 +198,34 @@ def run(smoke: bool, out: Path) -> int:
     return 0 if all(r["rc"] == 0 for r in results) else 1
 
 
+def run_planner(smoke: bool, out: Path) -> int:
+    """`--planner`: the memory plan against measured peaks at several lengths (packed SFT, batch 2) per engine, to
+    recalibrate the CUDA estimate (TRL's fused LM head and Unsloth's fused loss never hold the full logits)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scale import build_checkpoint
+
+    size, engines = ("tiny", ("hf",)) if smoke else ("1b", ("unsloth", "hf"))
+    t0 = time.time()
+    model = build_checkpoint(size, out / f"llama-{size}", SIZES[size], TOKENIZER if TOKENIZER.is_dir() else None)
+    data = out / "chat.jsonl"
+    data.write_text((REPO / "edgetune/sample_data/pirate_chat.jsonl").read_text() * 16)
+    results = []
+    for engine in engines:
+        for length in (512, 1024, 2048):
+            results.append(step(f"plan-{engine}-{length}", ["train", str(model), engine, "--method", "sft", "--data",
+                                                            str(data), "--max-steps", "2" if smoke else "4",
+                                                            "--batch-size", "2", "--max-length", str(length),
+                                                            "--packing"], out, 600))
+    print("\nstep                    rc  plan GiB  peak allocated GB  peak reserved GB  plan / reserved")
+    for r in results:
+        ratio = r["plan_gb"] * 1.073741824 / r["peak_vram_gb"] if r.get("plan_gb") and r.get("peak_vram_gb") else 0
+        print(f"{r['step']:22} {r['rc']:3} {r.get('plan_gb') or 0:9.2f} {r.get('peak_allocated_gb') or 0:18.2f} "
+              f"{r.get('peak_vram_gb') or 0:17.2f} {ratio:16.2f}")
+    print(f"planner check finished in {time.time() - t0:.0f} s (the plan includes 0.6 GiB of CUDA context, which "
+          "torch's reserved memory does not)")
+    return 0 if all(r["rc"] == 0 for r in results) else 1
+
+
 def summarize(results: list[dict]) -> None:
     by = {r["step"]: r for r in results}
     print("\nstep                    rc   seconds  tokens/s  peak VRAM GB  plan GB  peak RSS GB  labels ok")
@@ -215,6 +244,8 @@ def main() -> int:
     ap.add_argument("--fetch", action="store_true")
     ap.add_argument("--plan", action="store_true")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--planner", action="store_true", help="instead of the steps: plan vs measured peak at 512, 1024 "
+                    "and 2048 tokens per engine (about 6 minutes on a GPU)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp")) / "gpu_check")
     args = ap.parse_args()
     if args.fetch:
@@ -229,7 +260,7 @@ def main() -> int:
         print("cannot run, missing here: " + "; ".join(missing) + "\n(carry them in .whl/: see CARRY in this file)")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    return run(args.smoke, args.out)
+    return run_planner(args.smoke, args.out) if args.planner else run(args.smoke, args.out)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,15 @@ from .gguf_convert import plan_conversion, tensor_data, write_gguf_atomically
 FULL_CHECK_MAX_BYTES = 2 * 1024**3
 
 
-def use_slice(mode: str, f16_bytes: int) -> bool:
-    """export.f16_check: `sliced`, `full`, or `auto` (slice over 2 GiB or over a quarter of this machine's RAM)."""
+def use_slice(mode: str, f16_bytes: int, model_dir: Path | None = None) -> bool:
+    """export.f16_check: `sliced`, `full`, or `auto` (slice over 2 GiB or over a quarter of this machine's RAM).
+    A model whose per-layer pattern does not repeat within it (the slice would be the whole file) is checked whole."""
+    if model_dir is not None:
+        import json
+
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+        if slice_layers(config) >= int(text_config(config)["num_hidden_layers"]):
+            return False
     if mode != "auto":
         return mode == "sliced"
     from edgetune.hardware import GB, total_ram_gb
@@ -49,12 +56,12 @@ def use_slice(mode: str, f16_bytes: int) -> bool:
 def slice_file_bytes(config: dict, n_params: int, mode: str) -> int:
     """Disk the layer slice takes while the F16 is checked (0 when the whole file is checked): 16-bit embeddings,
     output layer when untied, and K of the L layers."""
-    if not use_slice(mode, 2 * n_params):
-        return 0
     text = text_config(config)
+    layers = int(text["num_hidden_layers"])
+    if not use_slice(mode, 2 * n_params) or slice_layers(config) >= layers:
+        return 0
     embed = int(text.get("vocab_size") or 0) * int(text.get("hidden_size") or 0)
     embed *= 1 if text.get("tie_word_embeddings", False) else 2
-    layers = int(text["num_hidden_layers"])
     return 2 * (embed + (n_params - embed) * slice_layers(config) // max(layers, 1))
 
 

@@ -40,10 +40,14 @@ def test_slice_layers_follow_the_per_layer_patterns():
     assert slice_layers({"model_type": "llama", "num_hidden_layers": 1}) == 1
 
 
-def test_auto_slices_big_files_only():
+def test_auto_slices_big_files_only(deep):
     assert use_slice("sliced", 1) and not use_slice("full", 10 * 1024**3)
     assert not use_slice("auto", 100 * 1024**2)
     assert use_slice("auto", int(2.5e9)) and use_slice("auto", int(6.4e9))  # Llama 3.2 1B and 3B F16 files
+    name, model, _ = deep
+    assert use_slice("sliced", 1, model)  # 6-8 layers: the slice leaves some out
+    whole = build_family("qwen3", model.parent / "qwen3-2", num_hidden_layers=2)
+    assert not use_slice("sliced", 10 * 1024**3, whole)  # the slice would be the whole model: checked whole
 
 
 def test_the_disk_plan_counts_the_slice():
