@@ -99,7 +99,7 @@ def convert(model_dir: Path, out_path: Path, outtype: str = "f16", sink=null_sin
 
 def plan_conversion(model_dir: Path, qtype: gguf.GGMLQuantizationType) -> Plan:
     """Read config.json and the safetensors headers; decide every output tensor's name, shape and type."""
-    raw = _read_config(model_dir)
+    raw = read_config(model_dir)
     reason = gguf_support(raw)
     if reason is not None:
         raise ExportError(f"{model_dir / 'config.json'}: {reason}",
@@ -266,7 +266,7 @@ def _index_safetensors(model_dir: Path) -> dict[str, gguf.utility.LocalTensor]:
     return tensors
 
 
-def _read_config(model_dir: Path) -> dict:
+def read_config(model_dir: Path) -> dict:
     path = model_dir / "config.json"
     if not path.is_file():
         raise ExportError(f"{model_dir}: no config.json", hint="point at a folder written by save_pretrained")

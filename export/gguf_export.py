@@ -72,7 +72,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
     from edgetune.runs import load_run_config, update_report
     from edgetune.tokenizer import load_tokenizer
 
-    from .gguf_convert import convert
+    from .gguf_convert import convert, read_config
     from .gguf_slice import use_slice, verify_f16_sliced
     from .modelfile import write_modelfile
     from .quantize import compute_imatrix, quantize
@@ -132,7 +132,7 @@ def export_gguf(run_dir: Path, qtypes: list[str], sink=null_sink, max_kld: float
         t1 = time.time()
         ref = HFReference(merged, cache_dir=out_dir, sink=sink)
         texts = heldout_texts(run_dir, ref.tokenizer, sink=sink)
-        sliced = use_slice(cfg.export.f16_check, f16.stat().st_size, merged)
+        sliced = use_slice(cfg.export.f16_check, f16.stat().st_size, read_config(merged))
         for path, qtype in zip(files, ["f16", *(["bf16"] if "bf16" in wanted else []), *quants]):
             if path == f16 and sliced:  # bounded memory: the F16 is never mapped whole (export/gguf_slice.py)
                 result = verify_f16_sliced(f16, merged, texts, out_dir, sink)

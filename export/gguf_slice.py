@@ -24,10 +24,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from edgetune.events import Progress, null_sink
+from edgetune.events import Note, Progress, null_sink
 
 from .families import text_config
-from .gguf_convert import plan_conversion, tensor_data, write_gguf_atomically
+from .gguf_convert import plan_conversion, read_config, tensor_data, write_gguf_atomically
+from .verify import HFReference, verify_gguf
 
 
 # `auto` checks bigger F16 files by slice: models over ~1B parameters. Measured on a Llama-3.2-1B shape (2.5 GB F16,
@@ -36,15 +37,11 @@ from .gguf_convert import plan_conversion, tensor_data, write_gguf_atomically
 FULL_CHECK_MAX_BYTES = 2 * 1024**3
 
 
-def use_slice(mode: str, f16_bytes: int, model_dir: Path | None = None) -> bool:
+def use_slice(mode: str, f16_bytes: int, config: dict) -> bool:
     """export.f16_check: `sliced`, `full`, or `auto` (slice over 2 GiB or over a quarter of this machine's RAM).
     A model whose per-layer pattern does not repeat within it (the slice would be the whole file) is checked whole."""
-    if model_dir is not None:
-        import json
-
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-        if slice_layers(config) >= int(text_config(config)["num_hidden_layers"]):
-            return False
+    if slice_layers(config) >= int(text_config(config)["num_hidden_layers"]):
+        return False
     if mode != "auto":
         return mode == "sliced"
     from edgetune.hardware import GB, total_ram_gb
@@ -56,13 +53,12 @@ def use_slice(mode: str, f16_bytes: int, model_dir: Path | None = None) -> bool:
 def slice_file_bytes(config: dict, n_params: int, mode: str) -> int:
     """Disk the layer slice takes while the F16 is checked (0 when the whole file is checked): 16-bit embeddings,
     output layer when untied, and K of the L layers."""
-    text = text_config(config)
-    layers = int(text["num_hidden_layers"])
-    if not use_slice(mode, 2 * n_params) or slice_layers(config) >= layers:
+    if not use_slice(mode, 2 * n_params, config):
         return 0
+    text = text_config(config)
     embed = int(text.get("vocab_size") or 0) * int(text.get("hidden_size") or 0)
     embed *= 1 if text.get("tie_word_embeddings", False) else 2
-    return 2 * (embed + (n_params - embed) * slice_layers(config) // max(layers, 1))
+    return 2 * (embed + (n_params - embed) * slice_layers(config) // int(text["num_hidden_layers"]))
 
 
 def slice_layers(config: dict) -> int:
@@ -155,12 +151,7 @@ def verify_f16_sliced(f16: Path, merged: Path, texts: list[str], cache_dir: Path
     """verify_gguf's result for `f16`, computed on a layer slice plus the byte check (see the module docstring).
 
     The chat check (greedy replies end at EOS) is left to the quantized files: a slice is not the whole model."""
-    import json
-
-    from .verify import HFReference, verify_gguf
-    from edgetune.events import Note
-
-    config = json.loads((Path(merged) / "config.json").read_text(encoding="utf-8"))
+    config = read_config(Path(merged))
     total, k = int(text_config(config)["num_hidden_layers"]), slice_layers(config)
     sink(Note(f"{f16.name}: checking every tensor byte for byte against the converter's output, then the first {k} "
               f"of {total} layers in llama.cpp against transformers (the whole F16 file is never mapped)"))

@@ -136,10 +136,10 @@ def compute_imatrix(model_dir: Path, texts: list[str], out_path: Path, max_token
     from edgetune.tokenizer import load_tokenizer
 
     from .families import family_for, gguf_support, text_config
-    from .gguf_convert import _language_model_name, _read_config, write_gguf_atomically
+    from .gguf_convert import _language_model_name, read_config, write_gguf_atomically
 
     model_dir, out_path = Path(model_dir), Path(out_path)
-    raw = _read_config(model_dir)
+    raw = read_config(model_dir)
     if (reason := gguf_support(raw)) is not None:
         raise ExportError(f"{model_dir}: {reason}", hint="an importance matrix is only for GGUF export")
     cfg = text_config(raw)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from textual.widgets import SelectionList
 
 from shared_data import write_chat_jsonl
-from tui_helpers import FAKE_HARDWARE
+from tui_helpers import FAKE_HARDWARE, export_from_screen
 from edgetune import config as C
 from edgetune.tui.app import make_app
-from edgetune.tui.messages import ErrorRaised, ExportFinished
-from edgetune.tui.screens.export import ExportScreen
 from edgetune.tui.widgets.verify_table import VerifyTable
 
 pytestmark = pytest.mark.anyio
@@ -36,16 +33,7 @@ async def test_export_screen_exports_gguf_and_onnx_into_one_table(tiny_model_dir
     async with app.run_test(size=(100, 30), message_hook=recorder) as pilot:
         await app.open_stage(run, "export")
         await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
-        types = app.screen.query_one("#types", SelectionList)
-        types.deselect_all()
-        types.select("q8_0")
-        types.select("onnx:int4")
-        await pilot.press("ctrl+e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        exported = recorder.of(ExportFinished)[-1]
-        assert exported.result is not None, recorder.of(ErrorRaised)
+        exported = await export_from_screen(app, pilot, recorder, "q8_0", "onnx:int4")
         assert [r["type"] for r in exported.result.results] == ["f16", "q8_0", "onnx int4"]
         onnx = exported.result.results[-1]
         assert onnx["token_ids_identical"] and onnx["genai_token_ids_identical"] and "mean_kld" in onnx

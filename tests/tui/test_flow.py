@@ -3,15 +3,14 @@ export to GGUF Q8_0, one chat reply. Assertions are on the messages the app post
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input, SelectionList
+from textual.widgets import Input
 
-from tui_helpers import FAKE_HARDWARE
+from tui_helpers import FAKE_HARDWARE, export_from_screen
 from edgetune import runs
 from edgetune.tui.app import make_app
-from edgetune.tui.messages import (ChatOpened, ChatReplied, ErrorRaised, ExportFinished, TrainingFinished,
+from edgetune.tui.messages import (ChatOpened, ChatReplied, ErrorRaised, TrainingFinished,
                                    TrainingStepped, ValidationFinished)
 from edgetune.tui.screens.chat import ChatScreen
-from edgetune.tui.screens.export import ExportScreen
 from edgetune.tui.screens.train import TrainScreen
 from edgetune.tui.widgets.verify_table import VerifyTable
 
@@ -54,15 +53,7 @@ async def test_setup_train_export_chat(tiny_model_dir, chat_jsonl, tmp_path, rec
         # export: Q8_0 only (the tiny random model never stops at EOS: reported, not fatal)
         await pilot.press("e")
         await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
-        types = app.screen.query_one("#types", SelectionList)
-        types.deselect_all()
-        types.select("q8_0")
-        await pilot.press("ctrl+e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        exported = recorder.of(ExportFinished)[-1]
-        assert exported.result is not None, recorder.of(ErrorRaised)
+        exported = await export_from_screen(app, pilot, recorder, "q8_0")
         assert [r["type"] for r in exported.result.results] == ["f16", "q8_0"]
         assert exported.result.results[1]["stops_at_eos"] is False  # expected for a random model, only reported
         assert app.screen.query_one(VerifyTable).row_count == 2

@@ -42,3 +42,24 @@ class Recorder:
             self._waiters.append((cls, event))
             await asyncio.wait_for(event.wait(), timeout)
         return self.of(cls)[-1]
+
+
+async def export_from_screen(app, pilot, recorder, *types: str):
+    """On the export screen: select exactly `types`, press ctrl+e, wait for the worker; the ExportFinished it posted
+    (its result must be there: the last ErrorRaised is shown otherwise)."""
+    from textual.widgets import SelectionList
+
+    from edgetune.tui.messages import ErrorRaised, ExportFinished
+    from edgetune.tui.screens.export import ExportScreen
+
+    assert isinstance(app.screen, ExportScreen)
+    choices = app.screen.query_one("#types", SelectionList)
+    choices.deselect_all()
+    for t in types:
+        choices.select(t)
+    await pilot.press("ctrl+e")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    exported = recorder.of(ExportFinished)[-1]
+    assert exported.result is not None, recorder.of(ErrorRaised)
+    return exported

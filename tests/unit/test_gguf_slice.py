@@ -40,14 +40,15 @@ def test_slice_layers_follow_the_per_layer_patterns():
     assert slice_layers({"model_type": "llama", "num_hidden_layers": 1}) == 1
 
 
-def test_auto_slices_big_files_only(deep):
-    assert use_slice("sliced", 1) and not use_slice("full", 10 * 1024**3)
-    assert not use_slice("auto", 100 * 1024**2)
-    assert use_slice("auto", int(2.5e9)) and use_slice("auto", int(6.4e9))  # Llama 3.2 1B and 3B F16 files
-    name, model, _ = deep
-    assert use_slice("sliced", 1, model)  # 6-8 layers: the slice leaves some out
-    whole = build_family("qwen3", model.parent / "qwen3-2", num_hidden_layers=2)
-    assert not use_slice("sliced", 10 * 1024**3, whole)  # the slice would be the whole model: checked whole
+def test_auto_slices_big_files_only():
+    llama = {"model_type": "llama", "num_hidden_layers": 16}
+    assert use_slice("sliced", 1, llama) and not use_slice("full", 10 * 1024**3, llama)
+    assert not use_slice("auto", 100 * 1024**2, llama)
+    assert use_slice("auto", int(2.5e9), llama) and use_slice("auto", int(6.4e9), llama)  # Llama 3.2 1B, 3B F16
+    # the slice would be the whole model (2 layers; a pattern that never repeats): checked whole, whatever is asked
+    assert not use_slice("sliced", 10 * 1024**3, {"model_type": "llama", "num_hidden_layers": 2})
+    hybrid = {"model_type": "lfm2", "num_hidden_layers": 4, "layer_types": ["conv", "conv", "full_attention", "full_attention"]}
+    assert not use_slice("sliced", 10 * 1024**3, hybrid)
 
 
 def test_the_disk_plan_counts_the_slice():
@@ -106,3 +107,31 @@ def test_a_wrong_hyperparameter_is_caught_by_the_slice(tmp_path):
     (wrong / "config.json").write_text(json.dumps(config))
     result = verify_f16_sliced(f16, wrong, TEXTS, tmp_path)
     assert not result["passed"] and result["mean_kld"] > verify.MAX_MEAN_KLD["f16"]
+
+
+def test_export_checks_the_f16_by_slice_when_asked(tmp_path):
+    """Through `export_gguf`: export.f16_check = sliced gives the F16 row a layer-slice check (its chat check runs on
+    the quantized file), the disk plan names the slice, report.md says how the F16 was checked, and no slice file is
+    left behind."""
+    from edgetune import config as C
+    from edgetune.events import Collect, Note
+    from edgetune.export.gguf_export import export_gguf
+    from shared_data import write_chat_jsonl
+
+    model = build_family("llama3_2", tmp_path / "hf", num_hidden_layers=6)
+    run = tmp_path / "run"
+    cfg = C.resolve(None, {"model": {"ref": str(model), "load_in_4bit": False},
+                           "data": {"path": str(write_chat_jsonl(tmp_path))}, "run_dir": str(run), "name": "deep",
+                           "export": {"f16_check": "sliced"}}, profile="cpu")
+    run.mkdir()
+    cfg.save(run / "config.toml")
+    shutil.copytree(model, run / "merged")
+    events = Collect()
+    result = export_gguf(run, ["q8_0"], sink=events, imatrix=False)
+    f16 = next(r for r in result.results if r["type"] == "f16")
+    assert f16["check"]["method"] == "layer slice" and f16["check"]["layers"] == 2 and f16["passed"]
+    q8 = next(r for r in result.results if r["type"] == "q8_0")
+    assert len(q8["finish_reasons"]) == 3 and f16["finish_reasons"] == []  # the chat check runs on the quantized file
+    assert any("F16 layer slice" in n.text for n in events.of(Note))  # the disk plan
+    assert "was checked in bounded memory: its first 2 of 6 layers" in (run / "report.md").read_text()
+    assert not list((run / "gguf").glob(".*"))
