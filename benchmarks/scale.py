@@ -80,6 +80,8 @@ class Peak:
 
     def __init__(self, pid: int):
         self.pid, self.anon, self.rss, self._stop = pid, 0, 0, threading.Event()
+        self.at_peak = (0.0, 0, 0)  # (seconds in, anonymous, file pages) when the sampled RSS was highest
+        self.t0 = time.time()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -100,6 +102,8 @@ class Peak:
                 kb = dict(re.findall(r"^(RssAnon|VmRSS):\s+(\d+) kB", status, re.M))
                 anon += int(kb.get("RssAnon", 0)) * 1024
                 rss += int(kb.get("VmRSS", 0)) * 1024
+            if rss > self.rss:
+                self.at_peak = (time.time() - self.t0, anon, rss - anon)
             self.anon, self.rss = max(self.anon, anon), max(self.rss, rss)
             time.sleep(0.05)
 
@@ -120,7 +124,9 @@ def stage(args: list[str], env: dict | None = None, cwd: Path | None = None) -> 
     if proc.returncode != 0:
         raise SystemExit(f"edgetune {' '.join(map(str, args))} failed:\n{out[-2000:]}\n{err[-4000:]}")
     hwm = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) * 1024
+    when, anon, file = peak.at_peak
     return {"seconds": time.time() - t0, "peak_rss_gb": hwm / 1e9, "peak_anon_gb": peak.anon / 1e9,
+            "at_peak": f"{when:.0f} s in: {anon / 1e9:.2f} GB anonymous + {file / 1e9:.2f} GB file pages",
             "out": " ".join((out + err).split())}
 
 
@@ -151,14 +157,17 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
     rows["train"]["plan_gb"] = float(plan.group(1)) * 1024**3 / 1e9 if plan else None
     print(f"[{size}] train done: {_row(rows['train'])}", flush=True)
     variants = [("", env)] + ([(f" @{baseline}", baseline_env(baseline, root))] if baseline else [])
-    for label, env in variants:
+    config_text = (run / "config.toml").read_text()
+    for label, code_env in variants:  # not `env`: eval below runs the code under test
+        (run / "config.toml").write_text(config_for(config_text, code_env) if label else config_text)
         for name, args in (("merge", ["merge", run]), ("export", ["export", run, "--gguf", "q4_k_m"])):
             if name == "merge":
                 shutil.rmtree(run / "merged", ignore_errors=True)
                 shutil.rmtree(run / "gguf", ignore_errors=True)
-            rows[name + label] = stage(args, env, root)
+            rows[name + label] = stage(args, code_env, root)
             shutil.copy(run / "report.json", root / f"report-{size}-{name}{label.strip().replace('@', '')}.json")
             print(f"[{size}] {name}{label} done: {_row(rows[name + label])}", flush=True)
+    (run / "config.toml").write_text(config_text)
     if not evaluate:
         return rows
     rows["eval"] = stage(["eval", run, "--data", REPO / "edgetune" / "sample_data" / "pirate_eval.jsonl",
@@ -166,9 +175,19 @@ def run_size(size: str, root: Path, steps: int, baseline: str | None, env: dict 
     return rows
 
 
+def config_for(text: str, env: dict) -> str:
+    """The run's config.toml without the keys an older revision's config does not define (it refuses unknown
+    keys): the run was trained by the code under test."""
+    old = (Path(env["PYTHONPATH"]) / "edgetune" / "config.py").read_text()
+    keep = [line for line in text.splitlines()
+            if not (m := re.match(r"(\w+) = ", line)) or re.search(rf"^    {m.group(1)}: ", old, re.M)]
+    return "\n".join(keep) + "\n"
+
+
 def _row(r: dict) -> str:
     plan = f", plan {r['plan_gb']:.1f} GB" if r.get("plan_gb") else ""
-    return f"{r['seconds']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB, peak anon {r['peak_anon_gb']:.2f} GB{plan}"
+    return (f"{r['seconds']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB, peak anon {r['peak_anon_gb']:.2f} GB{plan}; "
+            f"sampled peak {r['at_peak']}")
 
 
 def main() -> None:
