@@ -19,6 +19,11 @@ ACT_VALUES = 17
 # per token is 1.3-1.55x what autograd holds (measured, SmolLM2 fp32; with a fixed mmap threshold it is 1.0x).
 # benchmarks/plan_accuracy.py compares the whole estimate with the measured peak.
 CPU_HEAP_SLACK = 1.4
+# On CUDA with Triton, TRL 1.15's trainers (SFT, DPO, KTO, GRPO) call the model with `fused_lm_head=True`: the LM
+# head runs over tiles of at most 4096 positions x 32768 vocabulary entries and never holds the whole logits
+# (trl/kernels/chunked_logprob.py). Unsloth trains through the same head (its 1B step held 1.5 GiB on an H200, where
+# full logits alone would be 2.9).
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
 
 
 @dataclass
@@ -100,35 +105,59 @@ def lora_params(shape: ModelShape, r: int, n_targets: int) -> int:
 
 def estimate(shape: ModelShape, *, r: int, n_targets: int, sequences: int, seq: int, load_in_4bit: bool,
              checkpointing: bool, compute_bytes: int, device: str, eight_bit_optim: bool = False,
-             cache_sequences: int = 0) -> MemoryEstimate:
+             cache_sequences: int = 0, engine: str = "hf", fused_head: bool = False) -> MemoryEstimate:
     """Peak memory of one training step over `sequences` sequences of `seq` tokens. `cache_sequences`: sequences
-    generated at once without gradients before the step (GRPO): their KV cache is the peak when it is larger."""
+    generated at once without gradients before the step (GRPO): their KV cache is the peak when it is larger.
+    `engine`: "unsloth" or "hf" (they hold different weights and activations); `fused_head`: the trainer's LM head
+    runs in tiles (TRL on CUDA with Triton, see HEAD_TILE_TOKENS)."""
     body = shape.n_params - shape.embed_params
-    if load_in_4bit:  # NF4 + double-quant ~0.53 B/param; embeddings and lm_head stay in compute dtype
-        weights = body * 0.53 + shape.embed_params * compute_bytes
+    # PEFT's prepare_model_for_kbit_training (the HF engine's QLoRA) casts every parameter that is not 4-bit to fp32:
+    # embeddings, lm_head and norms; so the residual stream, which starts at the embedding, is fp32 too
+    upcast = load_in_4bit and engine != "unsloth"
+    embed_bytes = 4 if upcast else compute_bytes
+    if load_in_4bit:  # NF4 + double-quant ~0.53 B/param
+        weights = body * 0.53 + shape.embed_params * embed_bytes
     else:
         weights = shape.n_params * compute_bytes
     lp = lora_params(shape, r, n_targets)
     adapter = lp * (4 + 4 + (2 if eight_bit_optim else 8))  # fp32 weight + grad + Adam moments
     tokens = sequences * seq
     token_layer = tokens * shape.hidden * compute_bytes  # one value per token and hidden unit, every layer
+    layer_input = tokens * shape.hidden * embed_bytes  # the residual stream at a layer boundary
     # bytes = layers x tokens x hidden x ACT_VALUES x compute_bytes; checkpointing keeps each layer's input (1 value)
-    # and recomputes one layer at a time in backward (ACT_VALUES, once).
-    if checkpointing:
-        activations = token_layer * (shape.layers + ACT_VALUES)
+    # and recomputes one layer at a time in backward (ACT_VALUES, once). Unsloth's checkpointing moves the layer
+    # inputs to host memory (two stay on the GPU while they are copied).
+    if checkpointing and engine == "unsloth" and device == "cuda":
+        activations = token_layer * (2 + ACT_VALUES)
+    elif checkpointing:
+        activations = layer_input * shape.layers + token_layer * ACT_VALUES
     else:
         activations = token_layer * shape.layers * ACT_VALUES
-    # Logits in compute dtype and the fp32 log-softmax the loss keeps, plus both their gradients in backward.
-    logits = tokens * shape.vocab * (2 * compute_bytes + 8)
+    if fused_head:  # one tile of logits in compute dtype, the head's rows cast to it when they are fp32, and the
+        # fp32 gradient of the hidden states it accumulates in backward
+        logits = (min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * compute_bytes
+                  + (min(shape.vocab, HEAD_TILE_VOCAB) * shape.hidden * compute_bytes if embed_bytes != compute_bytes
+                     else 0) + tokens * shape.hidden * 4)
+    else:  # logits in compute dtype and the fp32 log-softmax the loss keeps, plus both their gradients in backward
+        logits = tokens * shape.vocab * (2 * compute_bytes + 8)
     if cache_sequences:  # keys and values of every layer for the whole generation batch, in compute dtype
         kv_cache = 2 * shape.layers * (shape.kv_hidden or shape.hidden) * cache_sequences * seq * compute_bytes
         activations = max(activations, kv_cache)
     if device != "cuda":
         activations, logits = activations * CPU_HEAP_SLACK, logits * CPU_HEAP_SLACK
-    overhead = 0.6 * GB  # CUDA context and kernels; on CPU torch + transformers + TRL imported (measured 0.5-0.6)
+    # CUDA context, kernels and the allocator's cache (torch's own counters leave the context out); on CPU torch +
+    # transformers + TRL imported (measured 0.5-0.6)
+    overhead = 0.6 * GB
     checkpoint = 0 if device == "cuda" else shape.n_params * 2  # 16-bit safetensors; on CUDA it is host RAM
     return MemoryEstimate(weights / GB, adapter / GB, activations / GB, logits / GB, overhead / GB, device,
                           checkpoint / GB)
+
+
+def fused_head_available(device: str) -> bool:
+    """Whether TRL's trainers will run the tiled LM head: CUDA and Triton (which ships with torch on Linux only)."""
+    import importlib.util
+
+    return device == "cuda" and importlib.util.find_spec("triton") is not None
 
 
 def fit_batch(make_estimate, batch: int, grad_accum: int, budget_gb: float,
@@ -216,12 +245,20 @@ class MemoryPlan:
         return self.estimate is None or self.estimate.total_gb <= self.budget_gb
 
 
-def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = None) -> MemoryPlan:
+def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = None,
+         engine: str | None = None, fused_head: bool | None = None) -> MemoryPlan:
     """Batch, accumulation and memory estimate for training `cfg` (a RunConfig of one method) on `hw` (a Hardware)
     at `precision` (anything with `.nbytes`). `longest`: tokens in the longest sequence of the data (batches pad to
     it), else max_length is assumed. The batch is one the method's trainer accepts, shrunk (keeping the effective
-    batch) until the estimate fits the budget; `notes` say what changed and why."""
+    batch) until the estimate fits the budget; `notes` say what changed and why. `engine`: "unsloth" or "hf", else
+    the one `edgetune train` would pick for cfg on hw; `fused_head`: whether TRL runs its tiled LM head, else
+    whether this machine can (fused_head_available)."""
     t, m = cfg.train, cfg.method
+    if engine is None:
+        from edgetune.engines.choose import engine_name
+
+        engine = engine_name(t.engine, hw, cfg)
+    fused = fused_head_available(hw.device) if fused_head is None else fused_head
     rule = method_rule(m)
     if longest:
         seq = longest
@@ -245,7 +282,7 @@ def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = Non
                         sequences=b * rule.sequences_per_example, seq=seq, load_in_4bit=cfg.model.load_in_4bit,
                         checkpointing=t.gradient_checkpointing, compute_bytes=precision.nbytes, device=hw.device,
                         eight_bit_optim="8bit" in t.optimizer or (t.optimizer == "auto" and hw.device == "cuda"),
-                        cache_sequences=effective if m.name == "grpo" else 0)
+                        cache_sequences=effective if m.name == "grpo" else 0, engine=engine, fused_head=fused)
 
     est = None
     if shape is not None:
@@ -257,6 +294,8 @@ def plan(cfg, shape: ModelShape | None, hw, precision, longest: int | None = Non
         what = {"dpo": " (chosen + rejected)", "grpo": f", {effective} completions generated at once",
                 "cpt": " (raw text packed into full blocks)"}.get(m.name, "")
         longest_note = " (the longest in this data)" if longest else ""
+        if hw.device == "cuda":
+            what += f"; {engine} engine" + (", LM head in tiles" if fused else "")
         n = batch * rule.sequences_per_example
         note(f"{shape.n_params / 1e6:,.1f}M parameters; {n} sequence{'s' * (n != 1)} of {seq} tokens per step"
              f"{longest_note}{what}: {est.describe()}")

@@ -51,10 +51,11 @@ def longest_sequence(cfg: RunConfig, tokenizer, train_ds) -> int | None:
     return min(tokens, cfg.train.max_length) or None
 
 
-def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: int | None = None):
+def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: int | None = None,
+                engine: str | None = None):
     """Print the memory plan and apply its batch: one the method's trainer accepts, shrunk to fit the machine
     (keeping the effective batch); returns the MemoryPlan. `longest`: tokens in the longest sequence of this data
-    (see longest_sequence)."""
+    (see longest_sequence); `engine`: the engine's name (else the one cfg would pick)."""
     from transformers import AutoConfig
 
     from edgetune.memory import ModelShape, plan
@@ -64,11 +65,14 @@ def plan_memory(cfg: RunConfig, model_path: str, hw, precision, sink, longest: i
     except Exception as e:  # an estimate must never block training; the batch rules still apply
         sink(Note(f"memory estimate unavailable ({type(e).__name__})", "warning"))
         shape = None
-    p = plan(cfg, shape, hw, precision, longest)
+    p = plan(cfg, shape, hw, precision, longest, engine)
     cfg.train.batch_size, cfg.train.grad_accum = p.batch, p.grad_accum
     for text, level in p.notes:
         sink(Note(text, level))
     return p
+
+
+PLAN_TERMS = ("weights", "adapter", "activations", "logits", "overhead")
 
 
 def record_plan(run_dir: Path, p, device: str) -> None:
@@ -79,8 +83,8 @@ def record_plan(run_dir: Path, p, device: str) -> None:
     update_report(run_dir, "memory_plan", {
         "device": device, "method": p.method, "batch": p.batch, "grad_accum": p.grad_accum, "seq_len": p.seq_len,
         "seq_len_from_data": p.from_data, "budget_gb": round(p.budget_gb, 3),
-        **({"step_gb": round(est.total_gb, 3), "loading_gb": round(est.loading_gb, 3), "peak_gb": round(est.peak_gb, 3)}
-           if est else {}), "units": "GiB"})
+        **({"step_gb": round(est.total_gb, 3), "loading_gb": round(est.loading_gb, 3), "peak_gb": round(est.peak_gb, 3),
+            "terms": {k: round(getattr(est, f"{k}_gb"), 3) for k in PLAN_TERMS}} if est else {}), "units": "GiB"})
 
 
 def prepare_method_rows(cfg: RunConfig, run_dir: Path, sink, tokenizer=None):
@@ -204,7 +208,8 @@ def train_one(cfg: RunConfig, sink=null_sink, resume: bool = False, stopper=None
     check_exportable(cfg, resolved, sink)
     tokenizer = engine.load_tokenizer(resolved, cfg)
     train_ds, eval_ds = prepare_data(cfg, tokenizer, run_dir, sink)
-    memory_plan = plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds))
+    memory_plan = plan_memory(cfg, resolved.path, hw, precision, sink, longest_sequence(cfg, tokenizer, train_ds),
+                              engine.name)
     if main:
         record_plan(run_dir, memory_plan, hw.device)
     sink(Note(distributed.effective_batch_note(cfg)))

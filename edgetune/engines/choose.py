@@ -60,22 +60,28 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
-    """auto: Unsloth when CUDA and unsloth are present, the config is one it supports and one process trains; else
-    the HF engine."""
+def engine_name(name: str, hw: Hardware, cfg: RunConfig) -> str:
+    """The engine `select` picks, by name ("unsloth" or "hf"), without importing either (the memory plan needs it:
+    the two engines hold different weights and activations on the GPU). auto: Unsloth when CUDA and unsloth are
+    present, the config is one it supports and one process trains (several processes, i.e. train.nproc or a worker
+    under torchrun / accelerate launch, train on the HF engine)."""
     if name == "unsloth":
+        return "unsloth"
+    several = cfg.train.nproc > 1 or inside_launch()
+    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora and not several:
+        return "unsloth"
+    return "hf"
+
+
+def select(name: str, hw: Hardware, cfg: RunConfig) -> Engine:
+    """The engine of `engine_name`; `unsloth` asked where it cannot run is refused with what to do instead."""
+    if engine_name(name, hw, cfg) == "unsloth":
         if hw.device != "cuda":
             raise HardwareError("the Unsloth engine needs an NVIDIA GPU with CUDA; none was found",
                                 hint="use --engine hf (or auto) on this machine")
         if not unsloth_available():
             raise HardwareError("--engine unsloth but unsloth is not installed",
                                 hint='pip install "edgetune[unsloth]", or use --engine hf')
-        from edgetune.engines.unsloth import UnslothEngine
-
-        return UnslothEngine()
-    # several processes (train.nproc, or a worker under torchrun / accelerate launch) train on the HF engine
-    several = cfg.train.nproc > 1 or inside_launch()
-    if name == "auto" and hw.device == "cuda" and unsloth_available() and not cfg.lora.use_dora and not several:
         from edgetune.engines.unsloth import UnslothEngine
 
         return UnslothEngine()

@@ -37,14 +37,90 @@ def test_activations_count_each_byte_once(checkpointing):
     """Korthikanti et al.: 34 bytes per token and hidden unit per layer in 16-bit (17 values of 2 bytes), not 34
     values of 2 bytes; with full recomputation 2 bytes (the layer input) per layer plus one layer recomputed."""
     tokens = 2 * 512
-    est = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=True, checkpointing=checkpointing,
+    est = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=False, checkpointing=checkpointing,
                    compute_bytes=2, device="cuda")
     per_layer = 2 if checkpointing else 34
     expected = SHAPE.layers * tokens * SHAPE.hidden * per_layer + (tokens * SHAPE.hidden * 34 if checkpointing else 0)
     assert est.activations_gb * GB == pytest.approx(expected)
-    fp32 = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=True, checkpointing=checkpointing,
+    fp32 = estimate(SHAPE, r=16, n_targets=7, sequences=2, seq=512, load_in_4bit=False, checkpointing=checkpointing,
                     compute_bytes=4, device="cuda")
     assert fp32.activations_gb == pytest.approx(2 * est.activations_gb)  # values x 4 bytes, once
+
+
+LLAMA_1B = ModelShape(n_params=1_235_814_400, hidden=2048, layers=16, vocab=128256, intermediate=8192,
+                      embed_params=128256 * 2048, tied=True, kv_hidden=512)
+QLORA = dict(r=16, n_targets=7, sequences=2, seq=1024, load_in_4bit=True, checkpointing=True, compute_bytes=2,
+             device="cuda", eight_bit_optim=True)
+
+
+def test_hf_qlora_counts_the_fp32_upcast_of_embeddings_and_residual_stream():
+    """PEFT's prepare_model_for_kbit_training casts every non-4-bit parameter to fp32 (checked on the real function
+    below), so on the HF engine the embedding is 4 bytes a value and so is the residual stream it starts; Unsloth
+    keeps both in 16-bit."""
+    hf = estimate(LLAMA_1B, engine="hf", **QLORA)
+    unsloth = estimate(LLAMA_1B, engine="unsloth", **QLORA)
+    assert (hf.weights_gb - unsloth.weights_gb) * GB == pytest.approx(LLAMA_1B.embed_params * 2)
+    tokens = 2 * 1024
+    layer_inputs = LLAMA_1B.layers * tokens * LLAMA_1B.hidden * 4
+    assert hf.activations_gb * GB == pytest.approx(layer_inputs + tokens * LLAMA_1B.hidden * 2 * 17)
+
+
+def test_peft_upcasts_what_is_not_4bit(tiny_model_dir):
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model.is_loaded_in_4bit = True  # what bitsandbytes' loader sets; the cast skips only Params4bit weights
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+
+
+def test_unsloth_checkpointing_keeps_layer_inputs_off_the_gpu():
+    """Unsloth's gradient checkpointing copies each layer's input to host memory: the GPU's activations do not grow
+    with depth."""
+    deep = ModelShape(**{**LLAMA_1B.__dict__, "layers": 64})
+    assert estimate(deep, engine="unsloth", **QLORA).activations_gb == estimate(
+        LLAMA_1B, engine="unsloth", **QLORA).activations_gb
+    assert estimate(deep, engine="hf", **QLORA).activations_gb > estimate(LLAMA_1B, engine="hf", **QLORA).activations_gb
+
+
+def test_fused_head_holds_one_tile_not_the_logits():
+    """TRL's fused LM head (CUDA + Triton) projects at most 4096 positions x 32768 vocabulary entries at a time:
+    the logits term stops growing with the sequence, unlike full logits."""
+    import re
+    from pathlib import Path
+
+    import trl
+    from trl.trainer import utils as trl_utils
+
+    from edgetune.memory import HEAD_TILE_TOKENS, HEAD_TILE_VOCAB
+
+    # the tile sizes the estimate assumes are TRL's own (the kernel module imports Triton, so it is read, not run)
+    kernel = (Path(trl.__file__).parent / "kernels" / "chunked_logprob.py").read_text()
+    assert int(re.search(r"^TOKEN_CHUNK_SIZE = (\d+)", kernel, re.M).group(1)) == HEAD_TILE_TOKENS
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == HEAD_TILE_VOCAB
+    full = estimate(LLAMA_1B, engine="unsloth", **QLORA)
+    fused = estimate(LLAMA_1B, engine="unsloth", fused_head=True, **QLORA)
+    tokens = 2 * 1024
+    assert fused.logits_gb * GB == pytest.approx(tokens * 32768 * 2 + tokens * 2048 * 4)
+    assert full.logits_gb > 10 * fused.logits_gb
+    long = estimate(LLAMA_1B, engine="unsloth", fused_head=True, **{**QLORA, "seq": 8192})
+    assert long.logits_gb * GB == pytest.approx(4096 * 32768 * 2 + 2 * 8192 * 2048 * 4)
+
+
+def test_plan_uses_the_engine_train_would_pick(monkeypatch):
+    from edgetune.engines import choose
+
+    monkeypatch.setattr(choose, "unsloth_available", lambda: True)
+    c = cfg("gpu-8gb")
+    assert choose.engine_name(c.train.engine, gpu(8), c) == "unsloth"
+    assert choose.engine_name(c.train.engine, CPU, c) == "hf"
+    assert choose.engine_name("hf", gpu(8), c) == "hf"
+    dora = C.resolve(None, {"lora": {"use_dora": True}}, profile="gpu-8gb", check=False)
+    assert choose.engine_name("auto", gpu(8), dora) == "hf"  # Unsloth does not train DoRA
+    assert plan_on(c, gpu(8)).estimate.weights_gb < plan(c, SHAPE, gpu(8), choose_precision("auto", gpu(8)),
+                                                          engine="hf").estimate.weights_gb
 
 
 def test_cpu_peak_counts_the_checkpoint_mapped_while_loading():
