@@ -17,7 +17,8 @@ process), prints:
     python benchmarks/gpu_check.py --plan     # the wheels and their size with the repository; exit 1 over 64 MiB
     python benchmarks/gpu_check.py            # on the GPU machine (installs .whl/ with --no-deps first)
     python benchmarks/gpu_check.py --smoke    # the same steps on a CPU: tiny shapes, HF engine, no cap (wiring only)
-    python benchmarks/gpu_check.py --planner  # instead: the memory plan vs measured peaks at 512/1024/2048 tokens
+    python benchmarks/gpu_check.py --planner  # instead: the memory plan vs measured peaks (SFT at 512/1024/2048
+                                              # tokens per engine, DPO, GRPO; table by benchmarks/plan_cuda.py)
 """
 from __future__ import annotations
 
@@ -199,9 +200,11 @@ def run(smoke: bool, out: Path) -> int:
 
 
 def run_planner(smoke: bool, out: Path) -> int:
-    """`--planner`: the memory plan against measured peaks at several lengths (packed SFT, batch 2) per engine, to
-    recalibrate the CUDA estimate (TRL's fused LM head and Unsloth's fused loss never hold the full logits)."""
+    """`--planner`: the memory plan each run recorded against its measured peaks (benchmarks/plan_cuda.py prints the
+    table): packed SFT at 512/1024/2048 tokens per engine, then DPO and GRPO under Unsloth (short rows, where the
+    fixed part of the plan dominates)."""
     sys.path.insert(0, str(Path(__file__).parent))
+    from plan_cuda import main as plan_table
     from scale import build_checkpoint
 
     size, engines = ("tiny", ("hf",)) if smoke else ("1b", ("unsloth", "hf"))
@@ -209,20 +212,28 @@ def run_planner(smoke: bool, out: Path) -> int:
     model = build_checkpoint(size, out / f"llama-{size}", SIZES[size], TOKENIZER if TOKENIZER.is_dir() else None)
     data = out / "chat.jsonl"
     data.write_text((REPO / "edgetune/sample_data/pirate_chat.jsonl").read_text() * 16)
+    steps = "2" if smoke else "4"
     results = []
     for engine in engines:
         for length in (512, 1024, 2048):
             results.append(step(f"plan-{engine}-{length}", ["train", str(model), engine, "--method", "sft", "--data",
-                                                            str(data), "--max-steps", "2" if smoke else "4",
-                                                            "--batch-size", "2", "--max-length", str(length),
-                                                            "--packing"], out, 600))
-    print("\nstep                    rc  plan GiB  peak allocated GB  peak reserved GB  plan / reserved")
-    for r in results:
-        ratio = r["plan_gb"] * 1.073741824 / r["peak_vram_gb"] if r.get("plan_gb") and r.get("peak_vram_gb") else 0
-        print(f"{r['step']:22} {r['rc']:3} {r.get('plan_gb') or 0:9.2f} {r.get('peak_allocated_gb') or 0:18.2f} "
-              f"{r.get('peak_vram_gb') or 0:17.2f} {ratio:16.2f}")
-    print(f"planner check finished in {time.time() - t0:.0f} s (the plan includes 0.6 GiB of CUDA context, which "
-          "torch's reserved memory does not)")
+                                                            str(data), "--max-steps", steps, "--batch-size", "2",
+                                                            "--max-length", str(length), "--packing"], out, 600))
+    samples = REPO / "edgetune/sample_data"
+    for method, extra in (("dpo", ["--data", str(samples / "pirate_pairs.jsonl")]),
+                          ("grpo", ["--data", str(samples / "pirate_prompts.jsonl"), "--reward", "answer_match",
+                                    "--num-generations", "2"])):
+        results.append(step(f"{method}-{engines[0]}", ["train", str(model), engines[0], "--method", method, *extra,
+                                                      "--max-steps", steps, "--batch-size", "2"], out, 600))
+    log = out / "planner.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in results))
+    print()
+    if any(r.get("peak_allocated_gb") for r in results):
+        plan_table([str(log), "--recorded"])
+    else:
+        print("no CUDA peaks measured (a CPU smoke run): the steps ran, no table")
+    print(f"planner check finished in {time.time() - t0:.0f} s; {log} holds the steps (re-score them with this "
+          "checkout's planner: python benchmarks/plan_cuda.py LOG)")
     return 0 if all(r["rc"] == 0 for r in results) else 1
 
 
@@ -244,8 +255,8 @@ def main() -> int:
     ap.add_argument("--fetch", action="store_true")
     ap.add_argument("--plan", action="store_true")
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--planner", action="store_true", help="instead of the steps: plan vs measured peak at 512, 1024 "
-                    "and 2048 tokens per engine (about 6 minutes on a GPU)")
+    ap.add_argument("--planner", action="store_true", help="instead of the steps: plan vs measured peak for SFT at 512, "
+                    "1024 and 2048 tokens per engine, DPO and GRPO (about 8 minutes on a GPU)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp")) / "gpu_check")
     args = ap.parse_args()
     if args.fetch:

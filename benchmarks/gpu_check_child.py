@@ -56,6 +56,10 @@ def peaks() -> dict:
     if torch.cuda.is_available():
         out["peak_vram_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 2)
         out["peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        # what the card holds beyond torch's allocator (CUDA context, kernels, libraries' own buffers such as
+        # bitsandbytes' paged optimizer): the plan's runtime term (the GPU is this process's alone)
+        free, total = torch.cuda.mem_get_info()
+        out["outside_torch_gb"] = round((total - free - torch.cuda.memory_reserved()) / 1e9, 2)
     return out
 
 
@@ -112,7 +116,7 @@ def train_numbers(run_dir: Path, cap: float | None) -> dict:
     # the plan training printed and recorded (at the data's longest rows); older runs: recomputed at max_length
     recorded = json.loads((run_dir / "report.json").read_text()).get("memory_plan", {}) \
         if (run_dir / "report.json").is_file() else {}
-    plan_gb = recorded.get("peak_gb")
+    plan_gb, terms = recorded.get("peak_gb"), recorded.get("terms", {})
     if plan_gb is None:
         hw = hardware.detect(run_dir)
         if cap:
@@ -123,7 +127,8 @@ def train_numbers(run_dir: Path, cap: float | None) -> dict:
     return {"tokens_per_s": round(statistics.median(rates[1:] or rates), 1) if rates else None,
             "steps": sum(x.get("event") == "TrainStep" for x in lines), "batch": cfg.train.batch_size,
             "max_length": cfg.train.max_length, "plan_gb": round(plan_gb, 2) if plan_gb is not None else None,
-            "plan_seq_len": recorded.get("seq_len")}
+            "plan_seq_len": recorded.get("seq_len"), "method": cfg.method.name,
+            "plan_runtime_gb": terms.get("overhead")}
 
 
 def main() -> int:
