@@ -92,7 +92,7 @@ IQ_RECIPES: dict[str, tuple[str, int]] = {
     "q41_32_r4": ("offset", 4),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
-DEFAULT_INT4 = "kq_mixed32"  # the docstring has the measurements and why
+DEFAULT_INT4 = "q41_32"  # the docstring has the measurements and why
 
 
 def builder_recipe(recipe: str) -> tuple[str, list[str]]:
