@@ -34,10 +34,10 @@ and near the builder k-quant. What makes it work: the default base model is itse
 a fractional offset, and its embedding on Q8_0's int8 grid per block of 32; a 10-step LoRA moves them by about 1%
 of a step. Q4_1-style offsets with lm_head int8 block 32 put the weights back on those grids (HQQ's fp32 zero points
 do too, hence its 0.085, but decode 12x slower: onnxruntime's CPU kernel for float zero points); an integer zero
-point cannot (iq4_32, 0.29), nor can the builder's k-quant. Caveats: its held-out loss (3.152) is above GGUF
-Q4_K_M's (3.115) and its worst position is 2.0 nats against 0.53: snapping to the base grid drops most of the
-fine-tune's small change, which GGUF's 5-bit-and-up types partly keep; on a base model with bf16 weights the offset
-quantizer is a plain Q4_1 with an importance matrix (not measured here). The rank-4 residual recovers a little KLD
+point cannot (iq4_32, 0.29), nor can the builder's k-quant. Caveats: the base model before fine-tuning is at KLD
+0.1036 / top-1 0.890 from the merged model on the same positions, and near that grid part of the fine-tune's
+change is lost: held-out loss 3.152 against GGUF Q4_K_M's 3.115, worst position 2.0 nats against 0.53. On a base
+model with bf16 weights the offset quantizer is a plain Q4_1 with an importance matrix (not measured here). The rank-4 residual recovers a little KLD
 (0.0456) for 2.3 MB and a slower decode. SmolLM2's rows (576) are not a multiple of 256, so llama.cpp's Q4_K_M falls
 back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight). ort_quantize keeps HQQ/GPTQ for the benchmark.
 Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
