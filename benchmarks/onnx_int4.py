@@ -46,7 +46,9 @@ def build_recipe(run_dir: Path, recipe: str, ref) -> tuple[Path, float]:
             tokenizer = load_tokenizer(run_dir / "merged")
         else:
             tokenizer = ref.tokenizer
-        onnx_int4.ort_quantize(fp32, tmp, recipe, calibration_rows(run_dir, tokenizer))
+        # GPTQ as measured with 16 rows; the importance-weighted recipes use the 32 rows GGUF's imatrix uses
+        rows = calibration_rows(run_dir, tokenizer, n=32 if recipe in onnx_int4.IQ_RECIPES else 16)
+        onnx_int4.ort_quantize(fp32, tmp, recipe, rows)
         tmp.rename(out)
     return out, time.time() - t0
 

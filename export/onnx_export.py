@@ -10,7 +10,8 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
 - Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
   4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
   (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
-  the builder's k-quant 4-bit with lm_head and llama.cpp's sensitive layers in int8 (k_quant_mixed), embedding shared;
+  the fp32 graph quantized by onnx_iquant.py (4-bit blocks of 32 with fractional offsets, importance from the run's
+  calibration rows like the GGUF importance matrix, lm_head int8 shared with the embedding);
   onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
@@ -74,7 +75,7 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
     precision, provider, default_extra = BUILDER_TARGET[variant]
     post = None  # an onnxruntime quantizer recipe applied to the builder's fp32 graph
     if variant == "int4" and extra is None:
-        if onnx_int4.DEFAULT_INT4 in onnx_int4.ORT_RECIPES:
+        if onnx_int4.DEFAULT_INT4 in onnx_int4.ORT_RECIPES or onnx_int4.DEFAULT_INT4 in onnx_int4.IQ_RECIPES:
             precision, post = "fp32", onnx_int4.DEFAULT_INT4
         else:
             default_extra = onnx_int4.builder_recipe(onnx_int4.DEFAULT_INT4)[1]
@@ -97,7 +98,8 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
         if provider != "cpu":
             cpu_session_options(model_dir / "genai_config.json")
         if post is not None:
-            sink(Note(f"{variant}: onnxruntime {onnx_int4.ORT_RECIPES[post][0]} 4-bit quantization ({post})"))
+            how = onnx_int4.ORT_RECIPES[post][0] if post in onnx_int4.ORT_RECIPES else "importance-weighted"
+            sink(Note(f"{variant}: {how} 4-bit quantization ({post})"))
             model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged))
         elif variant == "int8":
             share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
@@ -115,14 +117,15 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
 
 
 def calibration(merged: Path) -> list[list[int]]:
-    """Token ids of the run's calibration rows (for GPTQ), when merged/ sits in a run dir that has them."""
+    """Token ids of the run's calibration rows (the int4 importance; 32 rows as GGUF's importance matrix uses), when
+    merged/ sits in a run dir that has them."""
     from edgetune.tokenizer import load_tokenizer
 
     texts = runs.read_texts(merged.parent, runs.CALIBRATION) or []
     if not texts:
         return []
     tokenizer = load_tokenizer(merged)
-    return [list(tokenizer(t)["input_ids"][:256]) for t in texts[:16]]
+    return [list(tokenizer(t)["input_ids"][:256]) for t in texts[:32]]
 
 
 def cpu_session_options(genai_config: Path) -> None:

