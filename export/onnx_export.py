@@ -11,7 +11,8 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
   4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
   (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
   the fp32 graph quantized by onnx_iquant.py (4-bit blocks of 32 with fractional offsets, importance from the run's
-  calibration rows like the GGUF importance matrix, lm_head int8 shared with the embedding);
+  calibration rows like the GGUF importance matrix, lm_head int8 shared with the embedding; v_proj and the first
+  and last layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py);
   onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
