@@ -173,8 +173,9 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     out_root = run_dir / ONNX
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_root)
-    sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 weight-only "
-              "MatMulNBits k-quant with int8 lm_head and sensitive layers, int8 weights + dynamic int8 activations)"
+    sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 = 4-bit "
+              f"MatMulNBits by recipe {onnx_int4.DEFAULT_INT4}: importance-weighted from the run's calibration rows, "
+              "lm_head and sensitive layers int8; int8 = 8-bit weights + dynamic int8 activations)"
               + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}
     results = [{"type": v, "path": str(d), "size_bytes": dir_size(d)} for v, d in dirs.items()]

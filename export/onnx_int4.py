@@ -143,9 +143,13 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
     """Quantize the fp32 folder's MatMuls to 4 bits with onnxruntime's HQQ or GPTQ, or onnx_iquant.py with the
     calibration rows' importance (lm_head to 8 bits, symmetric), writing a complete model folder (genai_config.json
     and tokenizer files copied) at out_dir."""
+    import logging
+
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
+    # its INFO lines (two per MatMul: a thousand at 1B) would bury edgetune's own progress
+    logging.getLogger(mnq.__name__).setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_dir / "model.onnx"))
     head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "lm_head" in n.name]
