@@ -47,7 +47,8 @@ def collect_importance(fp32_dir: Path, rows: list[list[int]], threads: int | Non
     opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(fp32_dir))
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feeds = {i.name: i for i in session.get_inputs()}
-    head_size = json.loads((fp32_dir / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]["head_size"]
+    genai = json.loads((fp32_dir / "genai_config.json").read_text(encoding="utf-8"))
+    head_size = genai["model"]["decoder"]["head_size"]
     sums: dict[str, np.ndarray] = {}
     count = 0
     for ids in rows:
@@ -82,9 +83,7 @@ def quantize_blocks(weight: np.ndarray, importance: np.ndarray | None, block: in
     x = w.T.reshape(n, blocks, block).astype(np.float32)
     imp = np.zeros(blocks * block, np.float32)
     imp[:k] = 1.0 if importance is None else np.maximum(importance, 1e-12)
-    # llama.cpp's q4_K weighting with an importance matrix: imp_j * sqrt(sigma2 + x_j^2)
-    sigma2 = (x * x).mean(axis=2, keepdims=True) * 2.0
-    wt = imp.reshape(1, blocks, block) * np.sqrt(sigma2 + x * x)
+    wt = _block_weights(x, imp)
     lo = np.minimum(x.min(axis=2, keepdims=True), 0.0)
     hi = np.maximum(x.max(axis=2, keepdims=True), 0.0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -109,6 +108,13 @@ def quantize_blocks(weight: np.ndarray, importance: np.ndarray | None, block: in
             best_z = np.where(better, z, best_z)
     levels = np.clip(np.round(x / best_s) + best_z, 0, nmax).astype(np.uint8)
     return levels, best_s[..., 0].astype(np.float32), best_z[..., 0].astype(np.uint8)
+
+
+def _block_weights(x: np.ndarray, imp: np.ndarray) -> np.ndarray:
+    """llama.cpp's q4_K weighting with an importance matrix, imp_j * sqrt(sigma2 + x_j^2), for x [N, blocks, block]
+    and imp [blocks * block]."""
+    sigma2 = (x * x).mean(axis=2, keepdims=True) * 2.0
+    return imp.reshape(1, x.shape[1], x.shape[2]) * np.sqrt(sigma2 + x * x)
 
 
 def dequantize(levels: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, k: int) -> np.ndarray:
@@ -161,19 +167,27 @@ def quantize_graph(model, importance: dict[str, np.ndarray], block: int = 32, ac
         weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         new, tensors = matmul_nbits(node.name, node.input[0], node.output[0], node.input[1], weight,
                                     importance.get(node.input[0]), block, accuracy_level)
-        at = list(graph.node).index(node)
-        graph.node.remove(node)
-        graph.node.insert(at, new)
-        graph.initializer.extend(tensors)
-        if not any(node.input[1] in m.input for m in graph.node):
-            graph.initializer.remove(inits[node.input[1]])
+        _replace(model, node, [new], tensors, inits)
         if progress:
             progress(i + 1, len(targets), node.name)
-    if targets and not any(op.domain == MS_DOMAIN for op in model.opset_import):
-        from onnx import helper
-
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(targets)
+
+
+def _replace(model, node, nodes: list, tensors: list, inits: dict) -> None:
+    """`nodes` in node's place, their initializers added, node's weight dropped once nothing reads it, and the
+    com.microsoft opset declared (MatMulNBits lives there)."""
+    from onnx import helper
+
+    graph = model.graph
+    at = list(graph.node).index(node)
+    graph.node.remove(node)
+    for j, new in enumerate(nodes):
+        graph.node.insert(at + j, new)
+    graph.initializer.extend(tensors)
+    if not any(node.input[1] in m.input for m in graph.node):
+        graph.initializer.remove(inits[node.input[1]])
+    if not any(op.domain == MS_DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
 
 
 def quantize_blocks_offset(weight: np.ndarray, importance: np.ndarray | None, block: int = 32,
@@ -188,8 +202,7 @@ def quantize_blocks_offset(weight: np.ndarray, importance: np.ndarray | None, bl
     blocks = k // block
     x = weight.T.reshape(n, blocks, block).astype(np.float64)
     imp = np.ones(k) if importance is None else np.maximum(importance.astype(np.float64), 1e-12)
-    sigma2 = (x * x).mean(axis=2, keepdims=True) * 2.0
-    wt = imp.reshape(1, blocks, block) * np.sqrt(sigma2 + x * x)
+    wt = _block_weights(x, imp)
     lo, hi = x.min(axis=2, keepdims=True), x.max(axis=2, keepdims=True)
     span = np.where(hi - lo > 0, hi - lo, 1e-8)
     sw = wt.sum(axis=2, keepdims=True)
@@ -198,7 +211,8 @@ def quantize_blocks_offset(weight: np.ndarray, importance: np.ndarray | None, bl
     best_s, best_m = span / nmax, lo.copy()
     for i in range(steps + 1):
         lv = np.clip(np.round((x - lo) * (nmax - 1.0 + 0.1 * i) / span), 0, nmax)
-        sl, sl2, sxl = (wt * lv).sum(2, keepdims=True), (wt * lv * lv).sum(2, keepdims=True), (wt * lv * x).sum(2, keepdims=True)
+        sl, sl2 = (wt * lv).sum(2, keepdims=True), (wt * lv * lv).sum(2, keepdims=True)
+        sxl = (wt * lv * x).sum(2, keepdims=True)
         det = sw * sl2 - sl * sl
         ok = det > 0
         det = np.where(ok, det, 1.0)
@@ -208,7 +222,8 @@ def quantize_blocks_offset(weight: np.ndarray, importance: np.ndarray | None, bl
         err = (wt * (lv * s + m - x) ** 2).sum(axis=2, keepdims=True)
         # no weight clipped by more than one step (the plain min/max grid, the fallback, clips none)
         better = (err < best_err) & (lo >= m - s) & (hi <= m + (nmax + 1) * s)
-        best_err, best_s, best_m = np.where(better, err, best_err), np.where(better, s, best_s), np.where(better, m, best_m)
+        best_err, best_s = np.where(better, err, best_err), np.where(better, s, best_s)
+        best_m = np.where(better, m, best_m)
     offsets = np.clip(np.round((best_m / best_s + 8.0) * 16.0), -128, 127)
     m_q = best_s * (offsets / 16.0 - 8.0)
     levels = np.clip(np.round((x - m_q) / best_s), 0, nmax).astype(np.uint8)
@@ -292,13 +307,7 @@ def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int =
         key = (node.input[0], b)
         nodes, tensors, sums[key] = offset_matmul(node.name, node.input[0], node.output[0], node.input[1], weight,
                                                   importance.get(node.input[0]), sums.get(key), b, r, accuracy_level)
-        at = list(graph.node).index(node)
-        graph.node.remove(node)
-        for j, new in enumerate(nodes):
-            graph.node.insert(at + j, new)
-        graph.initializer.extend(tensors)
-        if not any(node.input[1] in m.input for m in graph.node):
-            graph.initializer.remove(inits[node.input[1]])
+        _replace(model, node, nodes, tensors, inits)
         if progress:
             progress(i + 1, len(targets), node.name)
     return len(targets)
