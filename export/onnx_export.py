@@ -64,7 +64,8 @@ def check_builder() -> None:
     """Fail early, with the install line, when the exporter's packages are missing."""
     import importlib.util
 
-    missing = [m for m in ("onnxruntime", "onnxruntime_genai", "onnx_ir", "onnx") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("onnxruntime", "onnxruntime_genai", "onnx_ir", "onnx")
+               if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"ONNX export needs {', '.join(missing)} (not installed)",
                           hint='pip install onnxruntime==1.31.1 onnxruntime-genai==0.18.0 onnx==1.23.2 onnx-ir==1.1.0')
@@ -101,7 +102,7 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
         if post is not None:
             how = onnx_int4.ORT_RECIPES[post][0] if post in onnx_int4.ORT_RECIPES else "importance-weighted"
             sink(Note(f"{variant}: {how} 4-bit quantization ({post})"))
-            model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged))
+            model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged), sink)
         elif variant == "int8":
             share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config

@@ -82,6 +82,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgetune.events import Note, Progress, null_sink
+
 from .onnx_int8 import share_int8_embedding
 
 # name -> builder extra options (onnxruntime-genai 0.18 names: algo_config default|rtn|k_quant (+ legacy aliases
@@ -127,6 +129,10 @@ IQ_RECIPES: dict[str, tuple] = {
     "q41_v8_b16": ("offset", 0, "v8_b16"),
     "q41_b16du": ("offset", 0, "b16_du"),
     "q41_16": ("offset", 0, "b16_all"),
+    "g41_32": ("gptq", 0),
+    "g41_32_v8": ("gptq", 0, "v_edges"),
+    "g41_v8_b16": ("gptq", 0, "v8_b16"),
+    "g41_32_v8_ao": ("gptq_ao", 0, "v_edges"),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
 DEFAULT_INT4 = "q41_32_v8"  # the docstring has the measurements and why
@@ -139,10 +145,11 @@ def builder_recipe(recipe: str) -> tuple[str, list[str]]:
     return "int4", list(BUILDER_RECIPES[recipe])
 
 
-def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[list[int]] | None = None) -> Path:
+def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[list[int]] | None = None,
+                 sink=null_sink) -> Path:
     """Quantize the fp32 folder's MatMuls to 4 bits with onnxruntime's HQQ or GPTQ, or onnx_iquant.py with the
     calibration rows' importance (lm_head to 8 bits, symmetric), writing a complete model folder (genai_config.json
-    and tokenizer files copied) at out_dir."""
+    and tokenizer files copied) at out_dir. The sink hears each calibration pass and each MatMul quantized."""
     import logging
 
     import onnx
@@ -157,7 +164,9 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
         from . import onnx_iquant
 
         layout, rank, rule = (IQ_RECIPES[recipe] + ("",))[:3]
-        importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
+        importance, quantize = {}, None
+        if not layout.startswith("gptq"):
+            importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
         if layout == "zp":
             onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
             return _finish(model, fp32_dir, out_dir, head, 8, 32)
@@ -168,7 +177,19 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
             onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
             wide = onnx_mixed.int8_nodes(model, rule)
             fine = {name: 16 for name in onnx_mixed.block16_nodes(model, rule)}
-        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine)
+        if layout.startswith("gptq"):
+            from . import onnx_gptq
+
+            grams = onnx_gptq.Grams(fp32_dir, calibration or [], onnx_gptq.matmul_order(model, set(head + wide)),
+                                    onnx_gptq.gram_budget(), lambda text: sink(Note(f"int4 GPTQ: {text}")))
+
+            def quantize(activation, weight, block):  # None: no calibration rows, plain rounding
+                gram = grams.get(activation)
+                return None if gram is None else onnx_gptq.quantize_gptq_offset(weight, gram, block,
+                                                                                 act_order=layout == "gptq_ao")
+        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
+                                          quantize=quantize,
+                                          progress=lambda i, n, name: sink(Progress("onnx int4", i, n, name)))
         _finish(model, fp32_dir, out_dir, head + wide, 8, 32)
         model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks
         onnx_iquant.fp16_scales(model)

@@ -26,17 +26,30 @@ MS_DOMAIN = "com.microsoft"
 
 
 def collect_importance(fp32_dir: Path, rows: list[list[int]], threads: int | None = None) -> dict[str, np.ndarray]:
-    """{MatMul input tensor name: mean square of each input column over the calibration tokens} from the fp32 graph
-    (run with every MatMul input as an extra output; the weights stay in fp32_dir's external data file)."""
+    """{MatMul input tensor name: mean square of each input column over the calibration tokens} from the fp32 graph."""
+    sums: dict[str, np.ndarray] = {}
+    count = 0
+    for acts in matmul_inputs(fp32_dir, rows, threads=threads):
+        for name, act in acts.items():
+            sums[name] = sums.get(name, 0.0) + (act * act).sum(axis=0)
+        count += len(next(iter(acts.values()), ()))
+    return {name: (s / max(count, 1)).astype(np.float32) for name, s in sums.items()}
+
+
+def matmul_inputs(fp32_dir: Path, rows: list[list[int]], names: set[str] | None = None, threads: int | None = None):
+    """Yield, per calibration row, {MatMul input tensor name: its activations [tokens, K] float64} for the fp32
+    graph's MatMuls with a constant weight (only `names` when given): the graph runs with those inputs as extra
+    outputs, its weights read from fp32_dir's external data file."""
     import onnx
     import onnxruntime as ort
 
     fp32_dir = Path(fp32_dir)
     model = onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
-    names = sorted({n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits})
+    wanted = sorted({n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits
+                     and (names is None or n.input[0] in names)})
     outputs = {o.name for o in model.graph.output}
-    for name in names:
+    for name in wanted:
         if name not in outputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
@@ -49,15 +62,9 @@ def collect_importance(fp32_dir: Path, rows: list[list[int]], threads: int | Non
     feeds = {i.name: i for i in session.get_inputs()}
     genai = json.loads((fp32_dir / "genai_config.json").read_text(encoding="utf-8"))
     head_size = genai["model"]["decoder"]["head_size"]
-    sums: dict[str, np.ndarray] = {}
-    count = 0
     for ids in rows:
-        out = dict(zip(names, session.run(names, _feed(feeds, ids, head_size))))
-        for name, act in out.items():
-            act = act.reshape(-1, act.shape[-1]).astype(np.float64)
-            sums[name] = sums.get(name, 0.0) + (act * act).sum(axis=0)
-        count += len(ids)
-    return {name: (s / max(count, 1)).astype(np.float32) for name, s in sums.items()}
+        out = session.run(wanted, _feed(feeds, ids, head_size))
+        yield {name: act.reshape(-1, act.shape[-1]).astype(np.float64) for name, act in zip(wanted, out)}
 
 
 def _feed(inputs: dict, ids: list[int], head_size: int) -> dict[str, np.ndarray]:
@@ -238,17 +245,18 @@ def dequantize_offset(levels: np.ndarray, scales: np.ndarray, offsets: np.ndarra
 
 def offset_matmul(name: str, activation: str, output: str, weight_name: str, weight: np.ndarray,
                   importance: np.ndarray | None, block_sums: str | None, block: int = 32, rank: int = 0,
-                  accuracy_level: int = 4):
+                  accuracy_level: int = 4, quantized: tuple | None = None):
     """(nodes, initializers, block-sum tensor name) computing activation @ weight as MatMulNBits (4-bit levels, no
     zero points: level 8 is zero) + blocksum(activation) @ offsets: the offsets' [blocks, N] matrix is built from
     int8 initializers by constant-foldable Cast/Reshape/Transpose/Mul, so on disk it costs one byte a block.
     rank > 0 adds the importance-weighted SVD's top `rank` of the remaining error as fp16 factors (x @ U) @ V.
-    block_sums: an existing block-sum tensor of the same activation (shared by qkv / gate / up), or None."""
+    block_sums: an existing block-sum tensor of the same activation (shared by qkv / gate / up), or None.
+    quantized: quantize_blocks_offset's output made elsewhere (onnx_gptq.py), else it is called here."""
     from onnx import TensorProto, helper, numpy_helper
 
     k, n = weight.shape
     blocks = k // block
-    levels, scales, offsets = quantize_blocks_offset(weight, importance, block)
+    levels, scales, offsets = quantized or quantize_blocks_offset(weight, importance, block)
     p = weight_name
     inits = [numpy_helper.from_array(pack_nibbles(levels), f"{p}_Q4"),
              numpy_helper.from_array(scales.reshape(-1), f"{p}_scales"),
@@ -290,9 +298,10 @@ def offset_matmul(name: str, activation: str, output: str, weight_name: str, wei
 
 def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int = 32, rank: int = 0,
                           accuracy_level: int = 4, skip: set[str] = frozenset(), ranks: dict[str, int] | None = None,
-                          progress=None, blocks: dict[str, int] | None = None) -> int:
+                          progress=None, blocks: dict[str, int] | None = None, quantize=None) -> int:
     """Like quantize_graph with offset_matmul's layout (and its optional low-rank residual, per node via `ranks`;
-    `blocks` gives some nodes another block size, e.g. 16: one more scale and offset per 16 weights)."""
+    `blocks` gives some nodes another block size, e.g. 16: one more scale and offset per 16 weights). `quantize`,
+    if given, is called as quantize(activation name, weight, block) for quantize_blocks_offset's output (GPTQ)."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -305,8 +314,10 @@ def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int =
         r = (ranks or {}).get(node.name, rank)
         b = (blocks or {}).get(node.name, block)
         key = (node.input[0], b)
+        done = quantize(node.input[0], weight, b) if quantize else None
         nodes, tensors, sums[key] = offset_matmul(node.name, node.input[0], node.output[0], node.input[1], weight,
-                                                  importance.get(node.input[0]), sums.get(key), b, r, accuracy_level)
+                                                  importance.get(node.input[0]), sums.get(key), b, r, accuracy_level,
+                                                  done)
         _replace(model, node, nodes, tensors, inits)
         if progress:
             progress(i + 1, len(targets), node.name)

@@ -1,0 +1,143 @@
+"""GPTQ for the offset layout of onnx_iquant.py: 4-bit blocks of 32 whose rounding errors are compensated.
+
+onnx_iquant.quantize_blocks_offset rounds each weight on its own, weighted by the mean square of its input column (the
+GGUF importance matrix: the diagonal of X^T X). GPTQ (Frantar et al. 2022, the algorithm of gptq/auto-gptq) uses the
+whole Gram matrix H = X^T X of each MatMul's input over the run's calibration rows: input rows are quantized one at a
+time, in order, and each one's rounding error is pushed onto the rows not yet quantized through H^-1, so that x @ W,
+not W, stays close. Each block's scale and offset are searched (as in quantize_blocks_offset) on the block's weights
+as updated so far, when GPTQ reaches the block; the layout on disk is unchanged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .onnx_iquant import matmul_inputs, quantize_blocks_offset
+
+
+def collect_gram(fp32_dir: Path, rows: list[list[int]], names: set[str] | None = None,
+                 threads: int | None = None) -> dict[str, np.ndarray]:
+    """{MatMul input tensor name: X^T X / tokens [K, K] float32} over the calibration rows (only `names` if given);
+    sums are float64 per row, then added up in float32 (GPTQ's damping dwarfs that rounding)."""
+    grams: dict[str, np.ndarray] = {}
+    count = 0
+    for acts in matmul_inputs(fp32_dir, rows, names, threads):
+        for name, act in acts.items():
+            gram = (act.T @ act).astype(np.float32)
+            if name in grams:
+                grams[name] += gram
+            else:
+                grams[name] = gram
+        count += len(next(iter(acts.values()), ()))
+    for gram in grams.values():
+        gram /= max(count, 1)
+    return grams
+
+
+class Grams:
+    """The Gram matrices of a graph's MatMul inputs, collected as the quantizer asks for them, in groups that fit
+    `budget` bytes: one pass over the calibration rows per group (each pass runs the whole fp32 graph: onnxruntime
+    does not prune to the outputs asked for). SmolLM2-135M's 121 inputs take 0.4 GB in one pass; Llama-3.2-1B's
+    shapes need 5.1 GB, 3B's 10.7 GB, so on a small machine they take several passes."""
+
+    def __init__(self, fp32_dir: Path, rows: list[list[int]], order: list[tuple[str, int]], budget: int,
+                 progress=None):
+        self.fp32_dir, self.rows, self.budget, self.progress = Path(fp32_dir), rows, budget, progress
+        self.order = list(dict.fromkeys(order))  # (activation, K) in the order the quantizer visits them
+        self.held: dict[str, np.ndarray] = {}
+        self.passes = 0
+
+    def get(self, name: str) -> np.ndarray | None:
+        if not self.rows:
+            return None
+        if name not in self.held:
+            self.held = {}  # drop the last group before collecting the next
+            names = [n for n, _ in self.order]
+            start = names.index(name) if name in names else 0
+            group, size = [], 0
+            for n, k in self.order[start:]:
+                if group and size + 4 * k * k > self.budget:
+                    break
+                group.append(n)
+                size += 4 * k * k
+            self.passes += 1
+            if self.progress:
+                self.progress(f"calibration pass {self.passes} ({len(self.rows)} rows, {len(group)} MatMul inputs, "
+                              f"{size / 2**30:.1f} GiB of Gram matrices)")
+            self.held = collect_gram(self.fp32_dir, self.rows, set(group) | {name})
+        return self.held.get(name)
+
+
+def matmul_order(model, skip: set[str]) -> list[tuple[str, int]]:
+    """(input tensor, K) of the MatMuls with a constant 2-D weight, in graph order, except the `skip` nodes."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [(n.input[0], int(inits[n.input[1]].dims[0])) for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+            and n.name not in skip]
+
+
+def gram_budget(share: float = 0.4) -> int:
+    """Bytes the Gram matrices may hold: a share of the memory available now."""
+    import psutil
+
+    return int(share * psutil.virtual_memory().available)
+
+
+def inverse_factor(gram: np.ndarray, damp: float = 0.01) -> np.ndarray:
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, GPTQ's form of the inverse Hessian: row i holds how
+    row i's rounding error is spread onto the rows after it. Input rows that never see activation are pinned."""
+    h = gram.astype(np.float64, copy=True)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
+    inv = np.linalg.inv(h)
+    return np.linalg.cholesky((inv + inv.T) / 2).T
+
+
+def quantize_gptq_offset(weight: np.ndarray, gram: np.ndarray, block: int = 32, damp: float = 0.01,
+                         act_order: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """weight [K, N] (MatMul's B, rows = input features) -> quantize_blocks_offset's (levels [N, blocks, block] uint8,
+    scales [N, blocks] f32, offsets [N, blocks] int8), rows quantized in order with GPTQ's error feedback. Each
+    block's scale and offset are searched on its weights as updated when GPTQ reaches it; with act_order the rows go
+    loudest input first and every block's scale and offset are fixed up front from the original weights (GPTQ's
+    static groups)."""
+    k, n = weight.shape
+    blocks = k // block
+    importance = np.diag(gram).copy()
+    order = np.argsort(-importance, kind="stable") if act_order else np.arange(k)
+    w = weight.astype(np.float64)[order]
+    w[importance[order] <= 0] = 0.0
+    u = inverse_factor(gram[np.ix_(order, order)], damp)
+    levels = np.zeros((n, blocks, block), np.uint8)
+    scales = np.zeros((n, blocks), np.float32)
+    offsets = np.zeros((n, blocks), np.int8)
+    if act_order:
+        for b in range(blocks):
+            _fit_block(weight[b * block:(b + 1) * block], importance[b * block:(b + 1) * block], block, b, scales,
+                       offsets)
+    for lo in range(0, k, block):
+        hi = lo + block
+        if not act_order:  # rows lo..hi are block lo // block itself
+            _fit_block(w[lo:hi], importance[lo:hi], block, lo // block, scales, offsets)
+        errs = np.zeros((block, n))
+        for i in range(lo, hi):
+            b, j = divmod(int(order[i]), block)
+            step = scales[:, b].astype(np.float64)
+            base = step * (offsets[:, b].astype(np.float64) / 16.0 - 8.0)  # the value of level 0
+            q = np.clip(np.round((w[i] - base) / step), 0, 15)
+            levels[:, b, j] = q
+            err = (w[i] - (q * step + base)) / u[i, i]
+            w[i + 1:hi] -= np.outer(u[i, i + 1:hi], err)
+            errs[i - lo] = err
+        w[hi:] -= u[lo:hi, hi:].T @ errs
+    return levels, scales, offsets
+
+
+def _fit_block(rows: np.ndarray, importance: np.ndarray, block: int, b: int, scales: np.ndarray,
+               offsets: np.ndarray) -> None:
+    """Scale and offset of block b searched on `rows` [block, N]; the scale kept as fp16 will store it
+    (fp16_scales), so the error fed back is the one the file has."""
+    _, s, off = quantize_blocks_offset(rows, importance, block)
+    scales[:, b] = s[:, 0].astype(np.float16)
+    offsets[:, b] = off[:, 0]
