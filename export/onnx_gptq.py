@@ -84,19 +84,27 @@ def gram_budget(share: float = 0.4) -> int:
     return int(share * psutil.virtual_memory().available)
 
 
-def inverse_factor(gram: np.ndarray, damp: float = 0.01) -> np.ndarray:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, GPTQ's form of the inverse Hessian: row i holds how
-    row i's rounding error is spread onto the rows after it. Input rows that never see activation are pinned."""
-    h = gram.astype(np.float64, copy=True)
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
-    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
-    inv = np.linalg.inv(h)
-    return np.linalg.cholesky((inv + inv.T) / 2).T
+def inverse_factor(gram: np.ndarray, damp: float = 0.01, shrink: float = 0.0) -> np.ndarray:
+    """Upper Cholesky factor U of (H + damp * mean(diag H) * I)^-1 = U^T U, GPTQ's form of the inverse Hessian: row i
+    holds how row i's rounding error is spread onto the rows after it. Input rows that never see activation are
+    pinned. From one Cholesky of H with its order reversed: if J H J = L L^T (J reverses), U = J L^-1 J. float32,
+    as GPTQ does: 2 s for K = 4096 on this 2-core box, against 3 s for GPTQ's inverse-then-Cholesky and 11 s for
+    numpy's float64 inverse (a 1B model's down_proj has K = 8192, 8x the work)."""
+    import torch
+
+    h = torch.from_numpy(np.array(gram, np.float32))
+    if shrink:
+        h = (1.0 - shrink) * h + shrink * torch.diag(h.diagonal())
+    diag = h.diagonal()
+    diag[diag <= 0] = 1.0
+    diag += damp * diag.mean()
+    lower = torch.linalg.cholesky(h.flip(0, 1))
+    inverse = torch.linalg.solve_triangular(lower, torch.eye(len(h)), upper=False)
+    return inverse.flip(0, 1).numpy()
 
 
 def quantize_gptq_offset(weight: np.ndarray, gram: np.ndarray, block: int = 32, damp: float = 0.01,
-                         act_order: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         act_order: bool = False, shrink: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """weight [K, N] (MatMul's B, rows = input features) -> quantize_blocks_offset's (levels [N, blocks, block] uint8,
     scales [N, blocks] f32, offsets [N, blocks] int8), rows quantized in order with GPTQ's error feedback. Each
     block's scale and offset are searched on its weights as updated when GPTQ reaches it; with act_order the rows go
@@ -106,9 +114,9 @@ def quantize_gptq_offset(weight: np.ndarray, gram: np.ndarray, block: int = 32, 
     blocks = k // block
     importance = np.diag(gram).copy()
     order = np.argsort(-importance, kind="stable") if act_order else np.arange(k)
-    w = weight.astype(np.float64)[order]
+    w = weight.astype(np.float32)[order]
     w[importance[order] <= 0] = 0.0
-    u = inverse_factor(gram[np.ix_(order, order)], damp)
+    u = inverse_factor(gram[np.ix_(order, order)], damp, shrink).astype(np.float32)
     levels = np.zeros((n, blocks, block), np.uint8)
     scales = np.zeros((n, blocks), np.float32)
     offsets = np.zeros((n, blocks), np.int8)
@@ -116,15 +124,16 @@ def quantize_gptq_offset(weight: np.ndarray, gram: np.ndarray, block: int = 32, 
         for b in range(blocks):
             _fit_block(weight[b * block:(b + 1) * block], importance[b * block:(b + 1) * block], block, b, scales,
                        offsets)
-    for lo in range(0, k, block):
-        hi = lo + block
-        if not act_order:  # rows lo..hi are block lo // block itself
-            _fit_block(w[lo:hi], importance[lo:hi], block, lo // block, scales, offsets)
-        errs = np.zeros((block, n))
+    chunk = block * max(1, 128 // block)  # errors reach the rows after the chunk in one GEMM (GPTQ's lazy batch)
+    for lo in range(0, k, chunk):
+        hi = min(lo + chunk, k)
+        errs = np.zeros((hi - lo, n), np.float32)
         for i in range(lo, hi):
+            if not act_order and i % block == 0:  # rows i..i+block are block i // block itself
+                _fit_block(w[i:i + block], importance[i:i + block], block, i // block, scales, offsets)
             b, j = divmod(int(order[i]), block)
-            step = scales[:, b].astype(np.float64)
-            base = step * (offsets[:, b].astype(np.float64) / 16.0 - 8.0)  # the value of level 0
+            step = scales[:, b]
+            base = step * (offsets[:, b].astype(np.float32) / 16.0 - 8.0)  # the value of level 0
             q = np.clip(np.round((w[i] - base) / step), 0, 15)
             levels[:, b, j] = q
             err = (w[i] - (q * step + base)) / u[i, i]

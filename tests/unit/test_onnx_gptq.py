@@ -88,3 +88,11 @@ def test_grams_in_passes_under_a_budget_are_the_one_pass_grams(fp32_dir):
         np.testing.assert_allclose(grams.get(name), whole[name], rtol=1e-5, atol=1e-7)
     assert grams.passes == len(whole) == len(notes) and "calibration pass 1" in notes[0]
     assert onnx_gptq.Grams(fp32_dir, [], order, budget=1).get(order[0][0]) is None  # no rows: plain rounding
+
+
+def test_inverse_factor_is_the_upper_cholesky_of_the_damped_inverse():
+    gram = np.cov(np.random.default_rng(0).standard_normal((500, 64)).T)
+    u = onnx_gptq.inverse_factor(gram, damp=0.01)
+    damped = gram + 0.01 * np.mean(np.diag(gram)) * np.eye(64)
+    assert np.allclose(u, np.triu(u))
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(damped), atol=1e-5)
