@@ -10,9 +10,10 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
 - Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
   4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
   (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
-  the fp32 graph quantized by onnx_iquant.py (4-bit blocks of 32 with fractional offsets, importance from the run's
-  calibration rows like the GGUF importance matrix, lm_head int8 shared with the embedding; v_proj and the first
-  and last layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py);
+  the fp32 graph quantized by GPTQ (onnx_gptq.py) into onnx_iquant.py's layout (4-bit blocks of 32 with fractional
+  offsets; rounding errors compensated through each MatMul's input statistics on the run's calibration rows, the
+  rows the GGUF importance matrix uses; lm_head int8 shared with the embedding; v_proj and the first and last
+  layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py);
   onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
@@ -175,7 +176,7 @@ def export_onnx(run_dir: Path, variants: list[str], sink=null_sink, verify: bool
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_root)
     sink(Note(f"plan: {merged.name}/ -> ONNX {', '.join(wanted)} in {out_root}/ (KV cache; int4 = 4-bit "
-              f"MatMulNBits by recipe {onnx_int4.DEFAULT_INT4}: importance-weighted from the run's calibration rows, "
+              f"MatMulNBits by recipe {onnx_int4.DEFAULT_INT4}: GPTQ on the run's calibration rows, "
               "lm_head and sensitive layers int8; int8 = 8-bit weights + dynamic int8 activations)"
               + ("; verified against the merged model, fp32 mean KL divergence <= 1e-4 required" if verify else "")))
     dirs = {v: build_variant(merged, out_root / v, v, sink) for v in wanted}

@@ -82,6 +82,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgetune import runs
 from edgetune.events import Note, Progress, null_sink
 
 from .onnx_int8 import share_int8_embedding
@@ -117,10 +118,12 @@ ORT_RECIPES: dict[str, tuple[str, int, int]] = {
     "hqq64": ("HQQ", 64, 8),
     "gptq32": ("GPTQ", 32, 8),
 }
-# name -> (layout, low-rank residual rank): export/onnx_iquant.py's importance-weighted 4-bit quantizer (block 32,
-# importance from the run's calibration rows), lm_head int8 block 32 shared with the embedding. "zp": integer zero
-# points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk. A third field names
-# an onnx_mixed.py rule for MatMuls kept at 8 bits (v_proj split off the fused qkv, some down_proj)
+# name -> (layout, low-rank residual rank[, rule[, GPTQ options]]): export/onnx_iquant.py's importance-weighted 4-bit
+# quantizer (block 32, importance from the run's calibration rows), lm_head int8 block 32 shared with the embedding.
+# "zp": integer zero points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk;
+# "gptq": the offset layout with GPTQ's error feedback (export/onnx_gptq.py; options: damp, act_order). The rule
+# names an onnx_mixed.py choice of MatMuls kept at 8 bits (v_proj split off the fused qkv, some down_proj) or in
+# blocks of 16
 IQ_RECIPES: dict[str, tuple] = {
     "iq4_32": ("zp", 0),
     "q41_32": ("offset", 0),
@@ -129,13 +132,14 @@ IQ_RECIPES: dict[str, tuple] = {
     "q41_v8_b16": ("offset", 0, "v8_b16"),
     "q41_b16du": ("offset", 0, "b16_du"),
     "q41_16": ("offset", 0, "b16_all"),
-    "g41_32": ("gptq", 0),
-    "g41_32_v8": ("gptq", 0, "v_edges"),
-    "g41_v8_b16": ("gptq", 0, "v8_b16"),
-    "g41_32_v8_ao": ("gptq_ao", 0, "v_edges"),
+    "g41_32_v8": ("gptq", 0, "v_edges", {"damp": 0.1, "act_order": False}),
+    "g41_32_v8_ao": ("gptq", 0, "v_edges", {"damp": 0.1, "act_order": True}),
+    "g41_32_v8_d001": ("gptq", 0, "v_edges", {"damp": 0.01, "act_order": False}),  # GPTQ's own default damping
+    "g41_32": ("gptq", 0, "", {"damp": 0.1, "act_order": False}),
+    "g41_32_ao": ("gptq", 0, "", {"damp": 0.1, "act_order": True}),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
-DEFAULT_INT4 = "q41_32_v8"  # the docstring has the measurements and why
+DEFAULT_INT4 = "g41_32_v8"  # the docstring has the measurements and why
 
 
 def builder_recipe(recipe: str) -> tuple[str, list[str]]:
@@ -163,9 +167,9 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
     if recipe in IQ_RECIPES:
         from . import onnx_iquant
 
-        layout, rank, rule = (IQ_RECIPES[recipe] + ("",))[:3]
+        layout, rank, rule, gptq = (IQ_RECIPES[recipe] + ("", {}))[:4]
         importance, quantize = {}, None
-        if not layout.startswith("gptq"):
+        if layout != "gptq":
             importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
         if layout == "zp":
             onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
@@ -177,16 +181,19 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
             onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
             wide = onnx_mixed.int8_nodes(model, rule)
             fine = {name: 16 for name in onnx_mixed.block16_nodes(model, rule)}
-        if layout.startswith("gptq"):
+        if layout == "gptq":
             from . import onnx_gptq
+
+            if not calibration:
+                sink(Note(f"int4: no calibration rows ({runs.CALIBRATION} in the run): 4-bit blocks are rounded "
+                          "without GPTQ's error feedback"))
 
             grams = onnx_gptq.Grams(fp32_dir, calibration or [], onnx_gptq.matmul_order(model, set(head + wide)),
                                     onnx_gptq.gram_budget(), lambda text: sink(Note(f"int4 GPTQ: {text}")))
 
             def quantize(activation, weight, block):  # None: no calibration rows, plain rounding
                 gram = grams.get(activation)
-                return None if gram is None else onnx_gptq.quantize_gptq_offset(weight, gram, block,
-                                                                                 act_order=layout == "gptq_ao")
+                return None if gram is None else onnx_gptq.quantize_gptq_offset(weight, gram, block, **gptq)
         onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
                                           quantize=quantize,
                                           progress=lambda i, n, name: sink(Progress("onnx int4", i, n, name)))
