@@ -57,6 +57,10 @@ class Grams:
         self.held: dict[str, np.ndarray] = {}
         self.passes = 0
 
+    def release(self) -> None:
+        """Drop the group held (at 1B the last group can be all 5 GB, still held while the folder is written)."""
+        self.held = {}
+
     def get(self, name: str) -> np.ndarray | None:
         if not self.rows:
             return None

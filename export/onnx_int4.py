@@ -212,6 +212,8 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
         onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
                                           quantize=quantize,
                                           progress=lambda i, n, name: sink(Progress("onnx int4", i, n, name)))
+        if layout == "gptq":
+            grams.release()
         _finish(model, fp32_dir, out_dir, head + wide, 8, 32)
         model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks
         onnx_iquant.fp16_scales(model)
