@@ -14,7 +14,12 @@ not kept as recipes, had 30% and 100% slightly worse: 0.049, 0.051).
 Act order (loudest inputs first, block scales fixed up front) was no better on the run with a fresh grid and worse
 on the embedded one (onnx_int4.py has the table).
 Cost: the Gram matrices are collected in passes over the calibration rows that fit 40% of free RAM (Grams); per
-MatMul one Cholesky of H (K = 8192: ~13 s on this 2-core box) and the row loop.
+MatMul one Cholesky of H (K = 8192: ~13 s on this 2-core box) and the row loop. At Llama-3.2-1B shapes (random
+weights, benchmarks/onnx_scale.py, this shared 2-core box) `edgetune export RUN --onnx int4` took 1116 s against
+613 s for the importance-weighted q41_32_v8 in the same run (peak RSS 19.6 against 15.6 GB, the Gram matrices then
+still held while the folder was verified); with them released, 900 s and 17.3 GB (a later run; the peak is now the
+calibration pass: the fp32 graph in memory twice, as the model to quantize and in onnxruntime's session, plus 5 GB
+of Gram matrices).
 """
 from __future__ import annotations
 
