@@ -1,7 +1,7 @@
 """Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 (+ each int4 recipe) next to GGUF q8_0/q4_k_m.
 
     python benchmarks/deploy.py RUN_DIR [--recipes kq_mixed32,...] [--repeats 3] [--prompt-tokens 128]
-                                        [--decode-tokens 64] [--json out.json]
+                                        [--decode-tokens 64] [--onnx-decode shared,run,genai] [--json out.json]
 
 Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification; int4 recipes of
 export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/). Quality, once per model, with the project's verification
@@ -13,10 +13,15 @@ of `prompt-tokens` ids (llama.cpp mmaps its file, so that pass also pages the we
 (prompt tokens/s), then `decode-tokens` greedy steps through the KV cache (decode tokens/s).
 Same ids, same thread count for every engine; llama.cpp keeps its default f16 KV cache (as deployed). Prints
 medians and writes them as JSON with --json. Timings on a shared 2-core machine are noisy: compare within one run.
+ONNX decode methods (--onnx-decode, each a row per model): `shared` is edgetune's loop (OnnxModel.generate: the KV
+cache in place through IO binding, export/onnx_runtime.py SharedCache), `run` the earlier session.run per token
+with the cache as numpy arrays (onnxruntime copies it into new present tensors every step), `genai`
+onnxruntime-genai's og.Generator on the same folder (greedy; its own past/present buffer sharing).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
@@ -96,9 +101,12 @@ def measure_quality(run_dir: Path, targets: list) -> tuple[dict, float]:
     ref = HFReference(run_dir / "merged")
     texts = heldout_texts(run_dir, ref.tokenizer)
     ref.prepare(texts)
-    out = {}
+    out, by_path = {}, {}
     for label, engine, path, _fn in targets:
-        if engine == "onnxruntime":
+        if path in by_path:  # another decode method of the same model: the same logits
+            out[label] = by_path[path]
+            continue
+        if engine.startswith("onnxruntime"):
             out[label] = quality(OnnxModel(path).logits, ref, texts)
         else:
             llm = _load(path, n_ctx=max(len(ref.ids(t)) for t in texts) + 16)
@@ -106,11 +114,18 @@ def measure_quality(run_dir: Path, targets: list) -> tuple[dict, float]:
                 out[label] = quality(_llama_logits(llm), ref, texts)
             finally:
                 llm.close()
+        by_path[path] = out[label]
         print(f"{label}: {out[label]}", file=sys.stderr, flush=True)
     return out, reference_loss(ref, texts)
 
 
-def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+DECODE_METHODS = ("shared", "run", "genai")
+
+
+def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int, method: str = "shared") -> dict:
+    """Load, cold prompt, prompt, then n_decode greedy steps with one of DECODE_METHODS."""
+    if method == "genai":
+        return time_genai(folder, ids, n_decode, threads)
     from edgetune.export.onnx_runtime import OnnxModel
 
     t0 = time.perf_counter()
@@ -118,14 +133,50 @@ def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict
     t_loaded = time.perf_counter()
     model.forward(ids, model.empty_cache())  # cold: first run of the session
     t1 = time.perf_counter()
-    logits, past = model.forward(ids, model.empty_cache())
+    cache = model.cache(len(ids) + n_decode) if method == "shared" else None
+    if method == "shared" and cache is None:
+        raise SystemExit(f"{folder}: genai_config.json does not allow a shared past/present buffer")
+    step = cache.step if cache is not None else None
+    if step is None:
+        logits, past = model.forward(ids, model.empty_cache())
+    else:
+        logits = step(ids)
     t2 = time.perf_counter()
     token = int(logits[-1].argmax())
     for _ in range(n_decode):
-        logits, past = model.forward([token], past)
+        if step is None:
+            logits, past = model.forward([token], past)
+        else:
+            logits = step([token])
         token = int(logits[-1].argmax())
     t3 = time.perf_counter()
     return {"load_s": t_loaded - t0, "first_prompt_s": t1 - t_loaded, "prompt_tps": len(ids) / (t2 - t1),
+            "decode_tps": n_decode / (t3 - t2)}
+
+
+def time_genai(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+    """og.Generator, greedy, with the folder's genai_config (its past/present buffer sharing) at `threads`."""
+    import onnxruntime_genai as og
+
+    t0 = time.perf_counter()
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
+    t_loaded = time.perf_counter()
+    times = []
+    for _ in range(2):  # the first (cold) prompt pass, then the timed one
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + n_decode + 1, repetition_penalty=1.0)
+        generator = og.Generator(model, params)
+        t1 = time.perf_counter()
+        generator.append_tokens(list(ids))
+        generator.generate_next_token()  # the first new token, from the prompt's logits
+        times.append(time.perf_counter() - t1)
+    t2 = time.perf_counter()
+    for _ in range(n_decode):
+        generator.generate_next_token()
+    t3 = time.perf_counter()
+    return {"load_s": t_loaded - t0, "first_prompt_s": times[0], "prompt_tps": len(ids) / times[1],
             "decode_tps": n_decode / (t3 - t2)}
 
 
@@ -153,6 +204,10 @@ def time_gguf(path: Path, ids: list[int], n_decode: int, threads: int) -> dict:
         llm.close()
     return {"load_s": t_loaded - t0, "first_prompt_s": first_prompt_s, "prompt_tps": len(ids) / (t2 - t1),
             "decode_tps": n_decode / (t3 - t2)}
+
+
+def onnx_label(variant: str, method: str, methods: list[str]) -> str:
+    return f"onnx {variant}" + (f" [{method}]" if len(methods) > 1 else "")
 
 
 def recipe_dirs(run_dir: Path, recipes: str) -> dict:
@@ -191,14 +246,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--gguf", default=",".join(GGUF_TYPES))
     p.add_argument("--recipes", default="", help="int4 recipes of export/onnx_int4.py to add (comma-separated, "
                                                  "or 'all')")
+    p.add_argument("--onnx-decode", default="shared", help="ONNX decode methods, one row each (comma-separated): "
+                   + ", ".join(DECODE_METHODS) + " (shared is what edgetune's chat runs)")
+    p.add_argument("--speed-only", action="store_true", help="skip the quality columns (no transformers reference)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    methods = [m for m in args.onnx_decode.split(",") if m]
+    if not methods or set(methods) - set(DECODE_METHODS):
+        p.error(f"--onnx-decode: choose from {', '.join(DECODE_METHODS)}")
     onnx_dirs, gguf_files = ensure_exports(args.run_dir, [v for v in args.onnx.split(",") if v],
                                            [q for q in args.gguf.split(",") if q])
     onnx_dirs.update(recipe_dirs(args.run_dir, args.recipes))
     ids = prompt_ids(args.run_dir, args.prompt_tokens)
     threads = _usable_cpus()
-    targets = [(f"onnx {v}", "onnxruntime", d, time_onnx) for v, d in onnx_dirs.items()]
+    targets = [(onnx_label(v, m, methods), "onnxruntime" if m != "genai" else "onnxruntime-genai", d,
+                functools.partial(time_onnx, method=m)) for v, d in onnx_dirs.items() for m in methods]
     targets += [(f"gguf {q}", "llama.cpp", f, time_gguf) for q, f in gguf_files.items()]
     samples: dict[str, list[dict]] = {t[0]: [] for t in targets}
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every target alike
@@ -206,15 +268,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             samples[label].append(fn(path, ids, args.decode_tokens, threads))
             gc.collect()
     rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
-    scores, merged_loss = measure_quality(args.run_dir, targets)
+    nan = float("nan")
+    scores, merged_loss = ({}, nan) if args.speed_only else measure_quality(args.run_dir, targets)
     for r in rows:
-        r.update(scores[r["model"]])
+        r.update(scores.get(r["model"], {"top1": nan, "mean_kld": nan, "heldout_loss": nan}))
     print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
           f"median of {args.repeats}; quality against the merged model (its held-out loss {merged_loss:.4f})")
-    print(f"{'model':24} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
+    print(f"{'model':32} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
           f"{'prompt tok/s':>13} {'decode tok/s':>13}")
     for r in rows:
-        print(f"{r['model']:24} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
+        print(f"{r['model']:32} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
               f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
