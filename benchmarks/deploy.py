@@ -1,7 +1,8 @@
 """Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 (+ each int4 recipe) next to GGUF q8_0/q4_k_m.
 
     python benchmarks/deploy.py RUN_DIR [--recipes kq_mixed32,...] [--repeats 3] [--prompt-tokens 128]
-                                        [--decode-tokens 64] [--onnx-decode shared,run,genai] [--json out.json]
+                                        [--decode-tokens 64] [--onnx-decode shared,run,genai] [--max-other 0.1]
+                                        [--speed-only] [--json out.json]
 
 Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification; int4 recipes of
 export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/). Quality, once per model, with the project's verification
@@ -17,6 +18,9 @@ ONNX decode methods (--onnx-decode, each a row per model): `shared` is edgetune'
 cache in place through IO binding, export/onnx_runtime.py SharedCache), `run` the earlier session.run per token
 with the cache as numpy arrays (onnxruntime copies it into new present tensors every step), `genai`
 onnxruntime-genai's og.Generator on the same folder (greedy; its own past/present buffer sharing).
+Every sample records the CPU that other processes used while it ran (`other cpu` column, in cores, from
+/proc/stat less this process's own time); --max-other 0.1 waits for quiet moments and takes a sample again (for up to
+--max-wait seconds in all) when other jobs used more, so a shared machine's numbers come from its idle moments.
 """
 from __future__ import annotations
 
@@ -229,9 +233,44 @@ def size_of(path: Path) -> int:
 
 def median_row(label: str, engine: str, path: Path, runs_: list[dict]) -> dict:
     row = {"model": label, "engine": engine, "size_mb": round(size_of(path) / 1e6, 1), "repeats": len(runs_)}
-    for key in ("load_s", "first_prompt_s", "prompt_tps", "decode_tps"):
-        row[key] = round(statistics.median(r[key] for r in runs_), 3 if key.endswith("_s") else 1)
+    for key, digits in (("load_s", 3), ("first_prompt_s", 3), ("prompt_tps", 1), ("decode_tps", 1), ("other_cpu", 2)):
+        row[key] = round(statistics.median(r[key] for r in runs_), digits)
     return row
+
+
+def _busy_s() -> float:
+    """CPU seconds all processes have spent busy (Linux /proc/stat; 0 elsewhere)."""
+    import os
+
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def sampled(fn, *args, max_other: float | None = None, deadline: float = 0.0) -> dict:
+    """fn(*args) with `other_cpu`: cores other processes kept busy meanwhile. With max_other, each try first waits
+    for 3 quiet seconds and a sample over max_other is taken again, until the deadline (time.time())."""
+    import resource
+
+    def own_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    while True:
+        while max_other is not None and time.time() < deadline:
+            busy0 = _busy_s()
+            time.sleep(3)
+            if (_busy_s() - busy0) / 3 <= max_other:
+                break
+        own0, busy0, t0 = own_s(), _busy_s(), time.perf_counter()
+        out = fn(*args)
+        own1, busy1, t1 = own_s(), _busy_s(), time.perf_counter()
+        out["other_cpu"] = max(0.0, (busy1 - busy0 - (own1 - own0)) / (t1 - t0))
+        if max_other is None or out["other_cpu"] <= max_other or time.time() > deadline:
+            return out
+        gc.collect()
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -248,6 +287,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                  "or 'all')")
     p.add_argument("--onnx-decode", default="shared", help="ONNX decode methods, one row each (comma-separated): "
                    + ", ".join(DECODE_METHODS) + " (shared is what edgetune's chat runs)")
+    p.add_argument("--max-other", type=float, default=None, help="take a sample again while other processes used "
+                   "more than this many cores during it (a shared machine)")
+    p.add_argument("--max-wait", type=float, default=1800, help="seconds --max-other may wait in all")
     p.add_argument("--speed-only", action="store_true", help="skip the quality columns (no transformers reference)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -263,9 +305,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 functools.partial(time_onnx, method=m)) for v, d in onnx_dirs.items() for m in methods]
     targets += [(f"gguf {q}", "llama.cpp", f, time_gguf) for q, f in gguf_files.items()]
     samples: dict[str, list[dict]] = {t[0]: [] for t in targets}
+    deadline = time.time() + args.max_wait
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every target alike
         for label, _engine, path, fn in targets:
-            samples[label].append(fn(path, ids, args.decode_tokens, threads))
+            samples[label].append(sampled(fn, path, ids, args.decode_tokens, threads, max_other=args.max_other,
+                                          deadline=deadline))
             gc.collect()
     rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
     nan = float("nan")
@@ -275,10 +319,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
           f"median of {args.repeats}; quality against the merged model (its held-out loss {merged_loss:.4f})")
     print(f"{'model':32} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
-          f"{'prompt tok/s':>13} {'decode tok/s':>13}")
+          f"{'prompt tok/s':>13} {'decode tok/s':>13} {'other cpu':>9}")
     for r in rows:
         print(f"{r['model']:32} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
-              f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
+              f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f} "
+              f"{r['other_cpu']:9.2f}")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
                                          "threads": threads, "repeats": args.repeats, "merged_heldout_loss": merged_loss,
