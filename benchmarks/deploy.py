@@ -1,7 +1,8 @@
 """Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 (+ each int4 recipe) next to GGUF q8_0/q4_k_m.
 
     python benchmarks/deploy.py RUN_DIR [--recipes kq_mixed32,...] [--repeats 3] [--prompt-tokens 128]
-                                        [--decode-tokens 64] [--json out.json]
+                                        [--decode-tokens 64] [--onnx-decode shared,run,genai] [--max-other 0.1]
+                                        [--speed-only] [--json out.json]
 
 Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification; int4 recipes of
 export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/). Quality, once per model, with the project's verification
@@ -13,10 +14,18 @@ of `prompt-tokens` ids (llama.cpp mmaps its file, so that pass also pages the we
 (prompt tokens/s), then `decode-tokens` greedy steps through the KV cache (decode tokens/s).
 Same ids, same thread count for every engine; llama.cpp keeps its default f16 KV cache (as deployed). Prints
 medians and writes them as JSON with --json. Timings on a shared 2-core machine are noisy: compare within one run.
+ONNX decode methods (--onnx-decode, each a row per model): `shared` is edgetune's loop (OnnxModel.generate: the KV
+cache in place through IO binding, export/onnx_runtime.py SharedCache), `run` the earlier session.run per token
+with the cache as numpy arrays (onnxruntime copies it into new present tensors every step), `genai`
+onnxruntime-genai's og.Generator on the same folder (greedy; its own past/present buffer sharing).
+Every sample records the CPU that other processes used while it ran (`other cpu` column, in cores, from
+/proc/stat less this process's own time); --max-other 0.1 waits for quiet moments and takes a sample again (for up to
+--max-wait seconds in all) when other jobs used more, so a shared machine's numbers come from its idle moments.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
@@ -96,9 +105,12 @@ def measure_quality(run_dir: Path, targets: list) -> tuple[dict, float]:
     ref = HFReference(run_dir / "merged")
     texts = heldout_texts(run_dir, ref.tokenizer)
     ref.prepare(texts)
-    out = {}
+    out, by_path = {}, {}
     for label, engine, path, _fn in targets:
-        if engine == "onnxruntime":
+        if path in by_path:  # another decode method of the same model: the same logits
+            out[label] = by_path[path]
+            continue
+        if engine.startswith("onnxruntime"):
             out[label] = quality(OnnxModel(path).logits, ref, texts)
         else:
             llm = _load(path, n_ctx=max(len(ref.ids(t)) for t in texts) + 16)
@@ -106,11 +118,18 @@ def measure_quality(run_dir: Path, targets: list) -> tuple[dict, float]:
                 out[label] = quality(_llama_logits(llm), ref, texts)
             finally:
                 llm.close()
+        by_path[path] = out[label]
         print(f"{label}: {out[label]}", file=sys.stderr, flush=True)
     return out, reference_loss(ref, texts)
 
 
-def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+DECODE_METHODS = ("shared", "run", "genai")
+
+
+def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int, method: str = "shared") -> dict:
+    """Load, cold prompt, prompt, then n_decode greedy steps with one of DECODE_METHODS."""
+    if method == "genai":
+        return time_genai(folder, ids, n_decode, threads)
     from edgetune.export.onnx_runtime import OnnxModel
 
     t0 = time.perf_counter()
@@ -118,14 +137,50 @@ def time_onnx(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict
     t_loaded = time.perf_counter()
     model.forward(ids, model.empty_cache())  # cold: first run of the session
     t1 = time.perf_counter()
-    logits, past = model.forward(ids, model.empty_cache())
+    cache = model.cache(len(ids) + n_decode) if method == "shared" else None
+    if method == "shared" and cache is None:
+        raise SystemExit(f"{folder}: genai_config.json does not allow a shared past/present buffer")
+    step = cache.step if cache is not None else None
+    if step is None:
+        logits, past = model.forward(ids, model.empty_cache())
+    else:
+        logits = step(ids)
     t2 = time.perf_counter()
     token = int(logits[-1].argmax())
     for _ in range(n_decode):
-        logits, past = model.forward([token], past)
+        if step is None:
+            logits, past = model.forward([token], past)
+        else:
+            logits = step([token])
         token = int(logits[-1].argmax())
     t3 = time.perf_counter()
     return {"load_s": t_loaded - t0, "first_prompt_s": t1 - t_loaded, "prompt_tps": len(ids) / (t2 - t1),
+            "decode_tps": n_decode / (t3 - t2)}
+
+
+def time_genai(folder: Path, ids: list[int], n_decode: int, threads: int) -> dict:
+    """og.Generator, greedy, with the folder's genai_config (its past/present buffer sharing) at `threads`."""
+    import onnxruntime_genai as og
+
+    t0 = time.perf_counter()
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
+    t_loaded = time.perf_counter()
+    times = []
+    for _ in range(2):  # the first (cold) prompt pass, then the timed one
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + n_decode + 1, repetition_penalty=1.0)
+        generator = og.Generator(model, params)
+        t1 = time.perf_counter()
+        generator.append_tokens(list(ids))
+        generator.generate_next_token()  # the first new token, from the prompt's logits
+        times.append(time.perf_counter() - t1)
+    t2 = time.perf_counter()
+    for _ in range(n_decode):
+        generator.generate_next_token()
+    t3 = time.perf_counter()
+    return {"load_s": t_loaded - t0, "first_prompt_s": times[0], "prompt_tps": len(ids) / times[1],
             "decode_tps": n_decode / (t3 - t2)}
 
 
@@ -155,6 +210,10 @@ def time_gguf(path: Path, ids: list[int], n_decode: int, threads: int) -> dict:
             "decode_tps": n_decode / (t3 - t2)}
 
 
+def onnx_label(variant: str, method: str, methods: list[str]) -> str:
+    return f"onnx {variant}" + (f" [{method}]" if len(methods) > 1 else "")
+
+
 def recipe_dirs(run_dir: Path, recipes: str) -> dict:
     """int4 recipes built (once) into RUN_DIR/onnx-recipes/<recipe>/, by benchmarks/onnx_int4.py's builder."""
     if not recipes:
@@ -174,9 +233,44 @@ def size_of(path: Path) -> int:
 
 def median_row(label: str, engine: str, path: Path, runs_: list[dict]) -> dict:
     row = {"model": label, "engine": engine, "size_mb": round(size_of(path) / 1e6, 1), "repeats": len(runs_)}
-    for key in ("load_s", "first_prompt_s", "prompt_tps", "decode_tps"):
-        row[key] = round(statistics.median(r[key] for r in runs_), 3 if key.endswith("_s") else 1)
+    for key, digits in (("load_s", 3), ("first_prompt_s", 3), ("prompt_tps", 1), ("decode_tps", 1), ("other_cpu", 2)):
+        row[key] = round(statistics.median(r[key] for r in runs_), digits)
     return row
+
+
+def _busy_s() -> float:
+    """CPU seconds all processes have spent busy (Linux /proc/stat; 0 elsewhere)."""
+    import os
+
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def sampled(fn, *args, max_other: float | None = None, deadline: float = 0.0) -> dict:
+    """fn(*args) with `other_cpu`: cores other processes kept busy meanwhile. With max_other, each try first waits
+    for 3 quiet seconds and a sample over max_other is taken again, until the deadline (time.time())."""
+    import resource
+
+    def own_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    while True:
+        while max_other is not None and time.time() < deadline:
+            busy0 = _busy_s()
+            time.sleep(3)
+            if (_busy_s() - busy0) / 3 <= max_other:
+                break
+        own0, busy0, t0 = own_s(), _busy_s(), time.perf_counter()
+        out = fn(*args)
+        own1, busy1, t1 = own_s(), _busy_s(), time.perf_counter()
+        out["other_cpu"] = max(0.0, (busy1 - busy0 - (own1 - own0)) / (t1 - t0))
+        if max_other is None or out["other_cpu"] <= max_other or time.time() > deadline:
+            return out
+        gc.collect()
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -191,31 +285,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--gguf", default=",".join(GGUF_TYPES))
     p.add_argument("--recipes", default="", help="int4 recipes of export/onnx_int4.py to add (comma-separated, "
                                                  "or 'all')")
+    p.add_argument("--onnx-decode", default="shared", help="ONNX decode methods, one row each (comma-separated): "
+                   + ", ".join(DECODE_METHODS) + " (shared is what edgetune's chat runs)")
+    p.add_argument("--max-other", type=float, default=None, help="take a sample again while other processes used "
+                   "more than this many cores during it (a shared machine)")
+    p.add_argument("--max-wait", type=float, default=1800, help="seconds --max-other may wait in all")
+    p.add_argument("--speed-only", action="store_true", help="skip the quality columns (no transformers reference)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    methods = [m for m in args.onnx_decode.split(",") if m]
+    if not methods or set(methods) - set(DECODE_METHODS):
+        p.error(f"--onnx-decode: choose from {', '.join(DECODE_METHODS)}")
     onnx_dirs, gguf_files = ensure_exports(args.run_dir, [v for v in args.onnx.split(",") if v],
                                            [q for q in args.gguf.split(",") if q])
     onnx_dirs.update(recipe_dirs(args.run_dir, args.recipes))
     ids = prompt_ids(args.run_dir, args.prompt_tokens)
     threads = _usable_cpus()
-    targets = [(f"onnx {v}", "onnxruntime", d, time_onnx) for v, d in onnx_dirs.items()]
+    targets = [(onnx_label(v, m, methods), "onnxruntime" if m != "genai" else "onnxruntime-genai", d,
+                functools.partial(time_onnx, method=m)) for v, d in onnx_dirs.items() for m in methods]
     targets += [(f"gguf {q}", "llama.cpp", f, time_gguf) for q, f in gguf_files.items()]
     samples: dict[str, list[dict]] = {t[0]: [] for t in targets}
+    deadline = time.time() + args.max_wait
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every target alike
         for label, _engine, path, fn in targets:
-            samples[label].append(fn(path, ids, args.decode_tokens, threads))
+            samples[label].append(sampled(fn, path, ids, args.decode_tokens, threads, max_other=args.max_other,
+                                          deadline=deadline))
             gc.collect()
     rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
-    scores, merged_loss = measure_quality(args.run_dir, targets)
+    nan = float("nan")
+    scores, merged_loss = ({}, nan) if args.speed_only else measure_quality(args.run_dir, targets)
     for r in rows:
-        r.update(scores[r["model"]])
+        r.update(scores.get(r["model"], {"top1": nan, "mean_kld": nan, "heldout_loss": nan}))
     print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
           f"median of {args.repeats}; quality against the merged model (its held-out loss {merged_loss:.4f})")
-    print(f"{'model':24} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
-          f"{'prompt tok/s':>13} {'decode tok/s':>13}")
+    print(f"{'model':32} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
+          f"{'prompt tok/s':>13} {'decode tok/s':>13} {'other cpu':>9}")
     for r in rows:
-        print(f"{r['model']:24} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
-              f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f}")
+        print(f"{r['model']:32} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
+              f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f} "
+              f"{r['other_cpu']:9.2f}")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
                                          "threads": threads, "repeats": args.repeats, "merged_heldout_loss": merged_loss,

@@ -12,6 +12,11 @@ og.Generator does not do: llama.cpp's repeat penalty (over the last 64 *generate
 so ONNX and GGUF replies stay comparable; genai's repetition_penalty is transformers' kind, over prompt and reply),
 temperature sampling from the full distribution with edgetune's seed, and next-token logits at every position of a
 text in one pass (verification and eval compare those; og.Generator hands out the last position's).
+
+Decoding keeps the cache in place where the graph allows it (SharedCache): the builder's GroupQueryAttention graphs
+(genai_config's search.past_present_share_buffer) append each step's keys and values into a preallocated buffer bound
+as both past and present, as llama.cpp and og.Generator do, instead of copying the whole cache into new arrays every
+token; the logits are identical (benchmarks/deploy.py --onnx-decode run,shared times both).
 """
 from __future__ import annotations
 
@@ -72,6 +77,9 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         eos = self.config.get("eos_token_id")
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        search = json.loads(cfg_path.read_text(encoding="utf-8")).get("search", {}) if cfg_path.is_file() else {}
+        # the builder sets it where attention is GroupQueryAttention, which appends in place into a shared buffer
+        self.share_buffer = bool(search.get("past_present_share_buffer"))
 
     def _head_size_from_outputs(self) -> int:
         shape = next(o.shape for o in self.session.get_outputs() if o.name == "present.0.key")
@@ -99,6 +107,10 @@ class OnnxModel:
         present = [out[f"present.{i}.{kv}"] for i in range(self.n_layers) for kv in ("key", "value")]
         return out["logits"][0].astype(np.float32), present
 
+    def cache(self, max_len: int) -> "SharedCache | None":
+        """An in-place KV cache for up to max_len tokens, or None where the graph cannot share past and present."""
+        return SharedCache(self, max_len) if self.share_buffer else None
+
     def logits(self, ids: list[int]) -> np.ndarray:
         """Next-token logits at every position of `ids` (one pass, empty cache): [T, V]."""
         return self.forward(list(ids), self.empty_cache())[0]
@@ -111,7 +123,12 @@ class OnnxModel:
         eos_ids = self.eos_ids if eos_ids is None else eos_ids
         rng = np.random.default_rng(seed)
         generated: list[int] = []
-        logits, past = self.forward(list(ids), self.empty_cache())
+        total = len(ids) + max_new_tokens
+        cache = self.cache(min(total, self.context_length) if self.context_length else total)
+        if cache is not None:
+            logits = cache.step(list(ids))
+        else:
+            logits, past = self.forward(list(ids), self.empty_cache())
         for _ in range(max_new_tokens):
             token = pick_token(logits[-1], generated, temperature, repeat_penalty, rng)
             yield token
@@ -120,7 +137,57 @@ class OnnxModel:
             generated.append(token)
             if self.context_length and len(ids) + len(generated) >= self.context_length:
                 return
-            logits, past = self.forward([token], past)
+            if cache is not None:
+                logits = cache.step([token])
+            else:
+                logits, past = self.forward([token], past)
+
+
+class SharedCache:
+    """One sequence's KV cache in preallocated [1, kv_heads, max_len, head_size] buffers, bound through onnxruntime's
+    IO binding as both past_key_values.* and present.*: GroupQueryAttention sees the same tensor on both sides and
+    writes the new positions in place (seqlens_k and total_sequence_length come from attention_mask's sum and length,
+    so the mask covers the valid positions only). A one-token step writes its logits into a preallocated buffer."""
+
+    def __init__(self, model: OnnxModel, max_len: int):
+        import onnxruntime as ort
+
+        self.model, self.max_len, self.length = model, max_len, 0
+        shape = (1, model.kv_heads, max_len, model.head_size)
+        self.buffers = [ort.OrtValue.ortvalue_from_shape_and_type(shape, model.kv_dtype, "cpu")
+                        for _ in range(2 * model.n_layers)]
+        self.binding = model.session.io_binding()
+        self.binding.bind_output("logits", "cpu")  # bound first: get_outputs()[0] (a rebinding keeps its place)
+        for i in range(model.n_layers):
+            for j, kv in enumerate(("key", "value")):
+                self.binding.bind_ortvalue_input(f"past_key_values.{i}.{kv}", self.buffers[2 * i + j])
+                self.binding.bind_ortvalue_output(f"present.{i}.{kv}", self.buffers[2 * i + j])
+        self.mask = np.ones((1, max_len), np.int64)
+        spec = next(o for o in model.session.get_outputs() if o.name == "logits")
+        self.step_logits = ort.OrtValue.ortvalue_from_shape_and_type((1, 1, int(spec.shape[-1])), _DTYPES[spec.type],
+                                                                     "cpu")
+        self._fed: list[np.ndarray] = []  # bound inputs stay alive until the run
+
+    def step(self, ids: list[int]) -> np.ndarray:
+        """Logits [len(ids), V] (float32) for `ids` after the cached positions; the cache grows in place."""
+        start, total = self.length, self.length + len(ids)
+        if total > self.max_len:
+            raise ModelError(f"{total} tokens exceed this cache's {self.max_len} (the model's context is "
+                             f"{self.model.context_length})", hint="shorten the prompt or lower max_tokens")
+        self._fed = [np.asarray([ids], dtype=np.int64), self.mask[:, :total]]
+        self.binding.bind_cpu_input("input_ids", self._fed[0])
+        self.binding.bind_cpu_input("attention_mask", self._fed[1])
+        if "position_ids" in self.model.input_names:
+            self._fed.append(np.arange(start, total, dtype=np.int64)[None])
+            self.binding.bind_cpu_input("position_ids", self._fed[2])
+        if len(ids) == 1:
+            self.binding.bind_ortvalue_output("logits", self.step_logits)
+        else:
+            self.binding.bind_output("logits", "cpu")
+        self.model.session.run_with_iobinding(self.binding)
+        self.length = total
+        out = self.step_logits if len(ids) == 1 else self.binding.get_outputs()[0]
+        return out.numpy()[0].astype(np.float32, copy=False)
 
 
 def pick_token(logits: np.ndarray, history: list[int], temperature: float, repeat_penalty: float, rng) -> int:
