@@ -1,11 +1,12 @@
 """Deployment targets side by side: ONNX (onnxruntime) fp32/int8/int4 (+ each int4 recipe) next to GGUF q8_0/q4_k_m.
 
-    python benchmarks/deploy.py RUN_DIR [--recipes kq_mixed32,...] [--repeats 3] [--prompt-tokens 128]
+    python benchmarks/deploy.py RUN_DIR [--recipes q41_32_v8,q41_32_v8+decode,...] [--repeats 3] [--prompt-tokens 128]
                                         [--decode-tokens 64] [--onnx-decode shared,run,genai] [--max-other 0.1]
                                         [--speed-only] [--json out.json]
 
 Exports whatever is missing first (not timed; ONNX without verification, GGUF without verification; int4 recipes of
-export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/). Quality, once per model, with the project's verification
+export/onnx_int4.py into RUN_DIR/onnx-recipes/<recipe>/, and <recipe>+decode/ with export/onnx_fuse.py's decode
+layout as `edgetune export` writes the default). Quality, once per model, with the project's verification
 (export/verify.py compare_logits against the merged model in fp32 transformers, on the run's held-out texts plus the
 generic texts): top-1 agreement, mean KL divergence, and held-out loss (mean next-token NLL of those texts under the
 model; the merged model's own loss is printed beside). Then speed: for
@@ -215,7 +216,9 @@ def onnx_label(variant: str, method: str, methods: list[str]) -> str:
 
 
 def recipe_dirs(run_dir: Path, recipes: str) -> dict:
-    """int4 recipes built (once) into RUN_DIR/onnx-recipes/<recipe>/, by benchmarks/onnx_int4.py's builder."""
+    """int4 recipes built (once) into RUN_DIR/onnx-recipes/<recipe>/, by benchmarks/onnx_int4.py's builder; a name
+    ending in +decode is that recipe after export/onnx_fuse.py's decode_layout (what `edgetune export` writes for
+    the default), kept beside it as <recipe>+decode/."""
     if not recipes:
         return {}
     sys.path.insert(0, str(Path(__file__).parent))
@@ -224,7 +227,28 @@ def recipe_dirs(run_dir: Path, recipes: str) -> dict:
     from edgetune.export import onnx_int4
 
     names = onnx_int4.RECIPES if recipes == "all" else [r for r in recipes.split(",") if r]
-    return {f"int4 {r}": build_recipe(run_dir, r, None)[0] for r in names}
+    out = {}
+    for name in names:
+        base = name.removesuffix("+decode")
+        folder = build_recipe(run_dir, base, None)[0]
+        out[f"int4 {name}"] = decode_copy(folder) if name != base else folder
+    return out
+
+
+def decode_copy(folder: Path) -> Path:
+    """folder + decode_layout, built once beside it as <name>+decode/ (through a temp folder)."""
+    import shutil
+
+    from edgetune.export.onnx_fuse import decode_layout
+
+    final = folder.with_name(f"{folder.name}+decode")
+    if not (final / "model.onnx").is_file():
+        tmp = folder.with_name(f".{folder.name}+decode.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        print(f"{final.name}: {decode_layout(tmp)}", file=sys.stderr)
+        tmp.rename(final)
+    return final
 
 
 def size_of(path: Path) -> int:
@@ -284,7 +308,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--onnx", default=",".join(ONNX_VARIANTS))
     p.add_argument("--gguf", default=",".join(GGUF_TYPES))
     p.add_argument("--recipes", default="", help="int4 recipes of export/onnx_int4.py to add (comma-separated, "
-                                                 "or 'all')")
+                                                 "or 'all'); RECIPE+decode: with export/onnx_fuse.py's layout")
     p.add_argument("--onnx-decode", default="shared", help="ONNX decode methods, one row each (comma-separated): "
                    + ", ".join(DECODE_METHODS) + " (shared is what edgetune's chat runs)")
     p.add_argument("--max-other", type=float, default=None, help="take a sample again while other processes used "

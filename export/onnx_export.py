@@ -13,8 +13,9 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
   the fp32 graph quantized by GPTQ (onnx_gptq.py) into onnx_iquant.py's layout (4-bit blocks of 32 with fractional
   offsets; rounding errors compensated through each MatMul's input statistics on the run's calibration rows, the
   rows the GGUF importance matrix uses; lm_head int8 shared with the embedding; v_proj and the first and last
-  layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py);
-  onnx_int4.py has the measured table of every recipe tried (incl. HQQ, GPTQ) against GGUF Q4_K_M and says why.
+  layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py; gate/up fused and the
+  offsets laid out for MLAS's one-token kernel: onnx_fuse.py); onnx_int4.py has the measured table of every recipe
+  tried (incl. HQQ, onnxruntime's GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
   runs on the CPU provider and matches (fp16 noise, max diff 0.09 on SmolLM2 logits).
@@ -40,6 +41,7 @@ from edgetune.errors import ExportError
 from edgetune.events import Note, StageFinished, StageStarted, null_sink
 
 from . import onnx_int4
+from .onnx_fuse import decode_layout
 from .onnx_genai import make_genai_ready
 from .onnx_int8 import share_int8_embedding
 from .onnx_support import builder_input, onnx_support
@@ -104,6 +106,8 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
             how = onnx_int4.ORT_RECIPES[post][0] if post in onnx_int4.ORT_RECIPES else "importance-weighted"
             sink(Note(f"{variant}: {how} 4-bit quantization ({post})"))
             model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged), sink)
+            if onnx_int4.IQ_RECIPES.get(post, ("",))[0] in ("offset", "gptq"):  # the same weights, laid out for a
+                decode_layout(model_dir)                                       # faster one-token decode (onnx_fuse.py)
         elif variant == "int8":
             share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config

@@ -187,7 +187,7 @@ class SharedCache:
         self.model.session.run_with_iobinding(self.binding)
         self.length = total
         out = self.step_logits if len(ids) == 1 else self.binding.get_outputs()[0]
-        return out.numpy()[0].astype(np.float32, copy=False)
+        return np.array(out.numpy()[0], dtype=np.float32)  # a copy: numpy() views the buffer the next step rewrites
 
 
 def pick_token(logits: np.ndarray, history: list[int], temperature: float, repeat_penalty: float, rng) -> int:

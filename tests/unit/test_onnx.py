@@ -10,7 +10,7 @@ import pytest
 
 from shared_data import write_chat_jsonl
 from edgetune import config as C
-from edgetune.errors import ExportError, ModelError
+from edgetune.errors import ExportError
 from edgetune.export import onnx_export
 from edgetune.export.onnx_export import VARIANTS, export_onnx
 from edgetune.export.onnx_runtime import OnnxBackend, OnnxModel, onnx_model_dirs
@@ -85,25 +85,6 @@ def test_kv_cache_generation_equals_full_sequence_greedy(exported, variant):
     cached = model.forward(prompt[:3], model.empty_cache())[1]
     step = model.forward(prompt[3:], cached)[0]
     assert np.abs(step - model.logits(prompt)[3:]).max() < (1e-4 if variant == "fp32" else 0.2)
-
-
-@pytest.mark.parametrize("variant", ["fp32", "int4"])
-def test_shared_cache_gives_the_copying_cache_logits(exported, variant):
-    """SharedCache (past and present bound to one buffer) is the same computation as forward's new arrays: equal
-    logits chunk by chunk, and generate (which uses it) gives the copying loop's tokens."""
-    run, _ = exported
-    model = OnnxModel(run / "onnx" / variant)
-    assert model.share_buffer  # the builder's GroupQueryAttention graphs say so in genai_config.json
-    cache, past = model.cache(len(IDS) + 1), model.empty_cache()
-    for chunk in (IDS[:5], IDS[5:6], IDS[6:7], IDS[7:]):
-        shared = cache.step(chunk)
-        copied, past = model.forward(chunk, past)
-        assert shared.shape == copied.shape and np.array_equal(shared, copied)
-    new = list(model.generate(IDS[:4], 6, temperature=0.0, repeat_penalty=1.1, eos_ids=set()))
-    model.share_buffer = False
-    assert new == list(model.generate(IDS[:4], 6, temperature=0.0, repeat_penalty=1.1, eos_ids=set()))
-    with pytest.raises(ModelError, match="exceed"):
-        cache.step([1, 2])
 
 
 def test_backend_chats_with_the_saved_template(exported):
