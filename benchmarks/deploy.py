@@ -259,6 +259,7 @@ def median_row(label: str, engine: str, path: Path, runs_: list[dict]) -> dict:
     row = {"model": label, "engine": engine, "size_mb": round(size_of(path) / 1e6, 1), "repeats": len(runs_)}
     for key, digits in (("load_s", 3), ("first_prompt_s", 3), ("prompt_tps", 1), ("decode_tps", 1), ("other_cpu", 2)):
         row[key] = round(statistics.median(r[key] for r in runs_), digits)
+    row["decode_tps_samples"] = [round(r["decode_tps"], 1) for r in runs_]  # the spread, in the JSON
     return row
 
 
