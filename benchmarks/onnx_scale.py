@@ -4,8 +4,9 @@
 
 RUN_DIR is a merged run (e.g. benchmarks/scale.py 1b --keep DIR --no-eval leaves DIR/run-1b). Prints wall seconds
 and peak RSS (/usr/bin/time -v) and peak anonymous memory (sampled) of the export, with the code under test and,
-with --baseline, with git revision REV's code in the same run (its own int4 recipe), each into its own copy of the
-run's onnx/ folder, which is removed afterwards (a 1B int4 folder is ~1 GB and its fp32 graph 4.3 GB).
+with --baseline, with git revision REV's code in the same run (its own int4 recipe). Each export writes RUN_DIR/onnx/,
+removed after it (a 1B int4 folder is ~1 GB), so the run must not hold ONNX exports of its own (refused); its
+report.json is put back as it was.
 """
 from __future__ import annotations
 
@@ -37,12 +38,19 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--baseline", help="also export with this git revision's code")
     args = ap.parse_args()
+    if any((args.run_dir / "onnx").glob("*")):
+        raise SystemExit(f"{args.run_dir / 'onnx'} holds exports; this benchmark removes that folder after each "
+                         "export, so move them elsewhere (or use a copy of the run) first")
+    report = args.run_dir / "report.json"
+    saved = report.read_bytes() if report.is_file() else None
     root = Path(tempfile.mkdtemp(prefix="onnx-scale-"))
     try:
         rows = {"code under test": export_int4(args.run_dir, root, None)}
         if args.baseline:
             rows[f"@{args.baseline}"] = export_int4(args.run_dir, root, baseline_env(args.baseline, root))
     finally:
+        if saved is not None:
+            report.write_bytes(saved)
         shutil.rmtree(root, ignore_errors=True)
         subprocess.run(["git", "worktree", "prune"], cwd=Path(__file__).resolve().parents[1], check=False)
     for label, r in rows.items():

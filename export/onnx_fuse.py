@@ -3,19 +3,22 @@ quantized weights, laid out so that onnxruntime's CPU decode (one token, M = 1) 
 
 Why (measured on SmolLM2-135M q41_32_v8, 2 threads, this 2-core CPU; benchmarks/deploy.py has the numbers): decode
 is memory-bound, and the Q4_1-style offsets are an fp32 [blocks, N] matrix per MatMul (1 bit a weight, ~13 MB a
-token) multiplied by the activation's block sums in a small fp32 MatMul. Dropping those MatMuls (wrong numerics,
-a probe) decodes ~30% faster, so they, not the extra Sum / ReduceSum nodes, are the cost. Two things make them
-cheaper without touching a weight:
+token) multiplied by the activation's block sums in a small fp32 MatMul. iq4_32, the same 4-bit blocks without
+offsets, decodes ~30% faster (deploy.py: 144.7 against 109.2 tokens/s with the in-place cache); a one-off probe
+(not kept) that only dropped the block-sum nodes gained nothing, so the offset MatMuls are the cost. Two things make
+them cheaper without touching a weight:
 - unpacked_offsets: the offset matrix built as [1, blocks, N]. onnxruntime prepacks only 2-D MatMul weights; a 3-D
-  one goes to MLAS's M = 1 kernel on the plain matrix, which streams it ~1.3x faster at these sizes (18-48 x
-  576-3072 fp32). The sum per output is the same, in another order (fp32 rounding, ~1e-7 relative).
+  one goes to MLAS's M = 1 kernel on the plain matrix, which streams these small ones (18-48 x 576-3072 fp32)
+  faster (deploy.py's RECIPE+decode rows: 111.5 against 109.2 tokens/s, both rewrites together, one run). The
+  sum per output is the same, in another order (fp32 rounding).
 - fuse_gate_up: gate_proj and up_proj read one activation; one MatMulNBits of N = 2 * ffn (their levels and scales
   side by side), one offset MatMul, one Sum, then a Split, instead of two of each: fewer, larger calls. Every output
   column is computed as before (bit-identical logits on its own).
 decode_layout(folder) applies both to a model folder in place; edgetune's export does that to the int4 default
 (onnx_export.build_variant). The full-sequence logits stay bit-identical; one-token steps differ by the offsets'
-fp32 rounding, which the int8 activation quantization of the next MatMul can turn into ~1 logit (decode-path KLD
-against the merged model measured unchanged: benchmarks/deploy.py).
+fp32 rounding, which the int8 activation quantization of the next MatMul can turn into ~1 logit
+(benchmarks/decode_fidelity.py, SmolLM2 q41_32_v8 run, 812 positions fed one token at a time: top-1 0.927 -> 0.921,
+KLD 0.0358 -> 0.0363, worst 1.36 -> 1.44; 2 of 3 greedy verification chat replies unchanged, one differs).
 """
 from __future__ import annotations
 

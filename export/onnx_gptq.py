@@ -9,12 +9,11 @@ as updated so far, when GPTQ reaches the block; the layout on disk is unchanged,
 
 Damping: the run keeps 32 calibration rows (the GGUF importance matrix's), ~1,900 tokens on SmolLM2, fewer than
 down_proj's 1,536 inputs need for a well-estimated H; GPTQ's usual 1% of the mean diagonal then fits the calibration
-tokens and loses off them (held-out KLD 0.067 off the grid), 10% keeps the gain (0.047; an exploratory sweep,
-not kept as recipes, had 30% and 100% slightly worse: 0.049, 0.051).
+tokens and loses off them (held-out KLD 0.067 off the grid), 10% keeps the gain (0.047; onnx_int4.py's table).
 Act order (loudest inputs first, block scales fixed up front) was no better on the run with a fresh grid and worse
 on the embedded one (onnx_int4.py has the table).
 Cost: the Gram matrices are collected in passes over the calibration rows that fit 40% of free RAM (Grams); per
-MatMul one Cholesky of H (K = 8192: ~13 s on this 2-core box) and the row loop. At Llama-3.2-1B shapes (random
+MatMul one Cholesky of H and the row loop. At Llama-3.2-1B shapes (random
 weights, benchmarks/onnx_scale.py, this shared 2-core box) `edgetune export RUN --onnx int4` took 1116 s against
 613 s for the importance-weighted q41_32_v8 in the same run (peak RSS 19.6 against 15.6 GB, the Gram matrices then
 still held while the folder was verified); with them released, 900 s and 17.3 GB (a later run; the peak is now the
@@ -105,9 +104,9 @@ def gram_budget(share: float = 0.4) -> int:
 def inverse_factor(gram: np.ndarray, damp: float = 0.01) -> np.ndarray:
     """Upper Cholesky factor U of (H + damp * mean(diag H) * I)^-1 = U^T U, GPTQ's form of the inverse Hessian: row i
     holds how row i's rounding error is spread onto the rows after it. Input rows that never see activation are
-    pinned. From one Cholesky of H with its order reversed: if J H J = L L^T (J reverses), U = J L^-1 J. float32,
-    as GPTQ does: 2 s for K = 4096 on this 2-core box, against 3 s for GPTQ's inverse-then-Cholesky and 11 s for
-    numpy's float64 inverse (a 1B model's down_proj has K = 8192, 8x the work)."""
+    pinned. From one Cholesky of H with its order reversed: if J H J = L L^T (J reverses), U = J L^-1 J: a
+    Cholesky and a triangular inverse instead of GPTQ's Cholesky, inverse and second Cholesky; float32 through
+    torch, as GPTQ does (a 1B model's down_proj has K = 8192)."""
     import torch
 
     h = torch.from_numpy(np.array(gram, np.float32))
