@@ -56,6 +56,20 @@ def test_genai_tokenizer_ids_equal_hf(converted_model, exported):
         assert plain_ids(ours)(text) == ids and ours.decode(ids) == hf.decode(ids)
 
 
+def test_tokenizer_json_ships_compact_and_otherwise_unchanged(tiny_model_dir, exported):
+    """No indentation in the folder's copy; the JSON is the original but for the decoder fix, where one applies."""
+    from edgetune.export.onnx_genai import _BYTE_LEVEL_DECODER, genai_tokenizer_json
+
+    assert "\n" not in (exported / "tokenizer.json").read_text(encoding="utf-8")
+    plain = exported.parent / "plain"
+    plain.mkdir()
+    original = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    (plain / "tokenizer.json").write_text(json.dumps(original, indent=2), encoding="utf-8")
+    changed = genai_tokenizer_json(plain)
+    after = json.loads((plain / "tokenizer.json").read_text(encoding="utf-8"))
+    assert after == ({**original, "decoder": _BYTE_LEVEL_DECODER} if changed else original)
+
+
 def test_genai_config_lists_every_stop_id_and_chat_template_works(exported):
     backend = OnnxBackend(exported)
     eos = json.loads((exported / "genai_config.json").read_text())["model"]["eos_token_id"]
