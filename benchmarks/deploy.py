@@ -22,6 +22,8 @@ onnxruntime-genai's og.Generator on the same folder (greedy; its own past/presen
 Every sample records the CPU that other processes used while it ran (`other cpu` column, in cores, from
 /proc/stat less this process's own time); --max-other 0.1 waits for quiet moments and takes a sample again (for up to
 --max-wait seconds in all) when other jobs used more, so a shared machine's numbers come from its idle moments.
+The repeats are interleaved (every target once per round), so each row also gets its decode speed over GGUF
+Q4_K_M's in the same round: the median and range of those paired ratios (`decode/Q4_K_M`), drift cancelled.
 """
 from __future__ import annotations
 
@@ -263,6 +265,17 @@ def median_row(label: str, engine: str, path: Path, runs_: list[dict]) -> dict:
     return row
 
 
+def paired_ratios(rows: list[dict], samples: dict[str, list[dict]], against: str = "gguf q4_k_m") -> None:
+    """Each row's decode speed over `against`'s, per repeat (the two were timed back to back in that round, so
+    the machine's drift cancels), as the median and the range of those ratios."""
+    if against not in samples:
+        return
+    for r in rows:
+        ratios = sorted(a["decode_tps"] / b["decode_tps"] for a, b in zip(samples[r["model"]], samples[against]))
+        r["decode_vs_gguf"] = round(statistics.median(ratios), 3)
+        r["decode_vs_gguf_range"] = [round(ratios[0], 3), round(ratios[-1], 3)]
+
+
 def _busy_s() -> float:
     """CPU seconds all processes have spent busy (Linux /proc/stat; 0 elsewhere)."""
     import os
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                           deadline=deadline))
             gc.collect()
     rows = [median_row(label, engine, path, samples[label]) for label, engine, path, _ in targets]
+    paired_ratios(rows, samples)
     nan = float("nan")
     scores, merged_loss = ({}, nan) if args.speed_only else measure_quality(args.run_dir, targets)
     for r in rows:
@@ -344,16 +358,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\n{len(ids)} prompt tokens, {args.decode_tokens} decode tokens, {threads} threads, "
           f"median of {args.repeats}; quality against the merged model (its held-out loss {merged_loss:.4f})")
     print(f"{'model':32} {'size MB':>8} {'top-1':>6} {'mean KLD':>9} {'loss':>7} {'load s':>7} {'1st prompt s':>13} "
-          f"{'prompt tok/s':>13} {'decode tok/s':>13} {'other cpu':>9}")
+          f"{'prompt tok/s':>13} {'decode tok/s':>13} {'other cpu':>9} {'decode/Q4_K_M (range)':>22}")
     for r in rows:
         print(f"{r['model']:32} {r['size_mb']:8.1f} {r['top1']:6.3f} {r['mean_kld']:9.4f} {r['heldout_loss']:7.4f} "
               f"{r['load_s']:7.3f} {r['first_prompt_s']:13.3f} {r['prompt_tps']:13.1f} {r['decode_tps']:13.1f} "
-              f"{r['other_cpu']:9.2f}")
+              f"{r['other_cpu']:9.2f} {_ratio_text(r):>22}")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": len(ids), "decode_tokens": args.decode_tokens,
                                          "threads": threads, "repeats": args.repeats, "merged_heldout_loss": merged_loss,
                                          "rows": rows}, indent=2))
     return rows
+
+
+def _ratio_text(row: dict) -> str:
+    if "decode_vs_gguf" not in row:
+        return ""
+    lo, hi = row["decode_vs_gguf_range"]
+    return f"{row['decode_vs_gguf']:.3f} ({lo:.2f}-{hi:.2f})"
 
 
 if __name__ == "__main__":
