@@ -10,11 +10,11 @@ Exporter: onnxruntime-genai's model builder (`onnxruntime_genai.models.builder`)
 - Variants: int8 = the builder's MatMulNBits 8-bit weights with int8 dynamic activation quantization (accuracy_level
   4, the CPU default); for tied models its fp32 embedding table is replaced by the int8 lm_head blocks afterwards
   (onnx_int8.py: SmolLM2 270.5 -> 158.2 MB, same KLD). fp16 (274 MB). int4 = the recipe onnx_int4.DEFAULT_INT4:
-  the fp32 graph quantized by GPTQ (onnx_gptq.py) into onnx_iquant.py's layout (4-bit blocks of 32 with fractional
-  offsets; rounding errors compensated through each MatMul's input statistics on the run's calibration rows, the
-  rows the GGUF importance matrix uses; lm_head int8 shared with the embedding; v_proj and the first and last
-  layers' down_proj in int8, as llama.cpp's Q4_K_M gives them more bits: onnx_mixed.py; gate/up fused and the
-  offsets laid out for MLAS's one-token kernel: onnx_fuse.py); onnx_int4.py has the measured table of every recipe
+  the fp32 graph quantized by GPTQ (onnx_gptq.py) into MatMulNBits' own layout (4-bit blocks of 32 with integer
+  zero points; rounding errors compensated through each MatMul's input statistics on the run's calibration rows, the
+  rows the GGUF importance matrix uses; lm_head int8 shared with the embedding; v_proj, the down_proj of llama.cpp's
+  use_more_bits layers and the first and last up_proj in int8, onnx_mixed.py; gate/up fused into one MatMulNBits:
+  onnx_fuse.py); onnx_int4.py has the measured table of every recipe
   tried (incl. HQQ, onnxruntime's GPTQ) against GGUF Q4_K_M and says why.
 - fp16 is built for the "cuda" target: the builder's CPU fp16 graph (MultiHeadAttention + position_ids) fails in
   onnxruntime 1.31.1 on the first cached step ("Shape mismatch attempting to re-use buffer"), while the GQA fp16 graph
@@ -103,11 +103,12 @@ def build_variant(merged: Path, final_dir: Path, variant: str, sink=null_sink, e
         if provider != "cpu":
             cpu_session_options(model_dir / "genai_config.json")
         if post is not None:
-            how = onnx_int4.ORT_RECIPES[post][0] if post in onnx_int4.ORT_RECIPES else "importance-weighted"
+            how = onnx_int4.ORT_RECIPES[post][0] if post in onnx_int4.ORT_RECIPES else \
+                "GPTQ" if onnx_int4.IQ_RECIPES[post][0].startswith("gptq") else "importance-weighted"
             sink(Note(f"{variant}: {how} 4-bit quantization ({post})"))
             model_dir = onnx_int4.ort_quantize(model_dir, tmp / "quantized", post, calibration(merged), sink)
-            if onnx_int4.IQ_RECIPES.get(post, ("",))[0] in ("offset", "gptq"):  # the same weights, laid out for a
-                decode_layout(model_dir)                                       # faster one-token decode (onnx_fuse.py)
+            if onnx_int4.IQ_RECIPES.get(post, ("",))[0] in ("offset", "gptq", "gptq_zp"):
+                decode_layout(model_dir)  # the same weights, laid out for a faster one-token decode (onnx_fuse.py)
         elif variant == "int8":
             share_int8_embedding(model_dir)  # tied models: no fp32 copy of the embedding table
         for name in TOKENIZER_FILES:  # the merged model's own files: the builder rewrites tokenizer_config

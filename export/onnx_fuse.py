@@ -14,7 +14,8 @@ them cheaper without touching a weight:
 - fuse_gate_up: gate_proj and up_proj read one activation; one MatMulNBits of N = 2 * ffn (their levels and scales
   side by side), one offset MatMul, one Sum, then a Split, instead of two of each: fewer, larger calls. Every output
   column is computed as before (bit-identical logits on its own).
-decode_layout(folder) applies both to a model folder in place; edgetune's export does that to the int4 default
+fuse_gate_up_zp does the same for the integer-zero-point layout (onnx_int4's gz4 recipes), which has no offsets.
+decode_layout(folder) applies them to a model folder in place; edgetune's export does that to the int4 default
 (onnx_export.build_variant). The full-sequence logits stay bit-identical; one-token steps differ by the offsets'
 fp32 rounding, which the int8 activation quantization of the next MatMul can turn into ~1 logit
 (benchmarks/decode_fidelity.py, SmolLM2 q41_32_v8 run, 812 positions fed one token at a time: top-1 0.927 -> 0.921,
@@ -36,7 +37,8 @@ def decode_layout(folder: Path) -> dict:
 
     folder = Path(folder)
     model = onnx.load(str(folder / "model.onnx"))
-    counts = {"gate_up_pairs": fuse_gate_up(model), "offset_matrices": unpacked_offsets(model)}
+    counts = {"gate_up_pairs": fuse_gate_up(model) + fuse_gate_up_zp(model),
+              "offset_matrices": unpacked_offsets(model)}
     if any(counts.values()):
         data = folder / "model.onnx.data"
         data.unlink(missing_ok=True)  # onnx appends external data to an existing file
@@ -114,6 +116,57 @@ def fuse_gate_up(model) -> int:
         done += 1
     _prune(model)
     return done
+
+
+def fuse_gate_up_zp(model) -> int:
+    """fuse_gate_up for the integer-zero-point layout (onnx_iquant.matmul_nbits + fp16_scales: MatMulNBits with
+    packed zero points, scales cast from fp16): one MatMulNBits of N = 2 * ffn and a Split. Levels, scales and zero
+    points are stored per output column, so the pair's are concatenated as they are; every column is computed as
+    before. Returns how many pairs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes = {n.name: n for n in graph.node}
+    done = 0
+    for gate in [n for n in graph.node if n.op_type == "MatMulNBits" and GATE in n.name]:
+        up = nodes.get(gate.name.replace(GATE, UP))
+        parts = _zp_parts(gate, inits), _zp_parts(up, inits) if up is not None else None
+        if None in parts or up.input[0] != gate.input[0] or \
+                {k: v for k, v in _attrs(gate).items() if k != "N"} != {k: v for k, v in _attrs(up).items() if k != "N"}:
+            continue
+        att = _attrs(gate)
+        n_gate, n_up = att["N"], _attrs(up)["N"]
+        p = parts[0][0].replace("gate_proj", "gate_up_proj")
+        name = gate.name.replace(GATE, "/mlp/gate_up_proj/")
+        tensors = [numpy_helper.from_array(np.concatenate([_arr(inits, a), _arr(inits, b)]), f"{p}{suffix}")
+                   for a, b, suffix in zip(parts[0][1], parts[1][1], ("_Q4", "_scales_f16", "_zero_points"))]
+        tensors.append(numpy_helper.from_array(np.asarray([n_gate, n_up], np.int64), f"{p}_split"))
+        new = [helper.make_node("Cast", [f"{p}_scales_f16"], [f"{p}_scales"], name=f"{p}_scales_cast",
+                                to=TensorProto.FLOAT),
+               helper.make_node("MatMulNBits", [gate.input[0], f"{p}_Q4", f"{p}_scales", f"{p}_zero_points"],
+                                [f"{name}_out"], name=name, domain=gate.domain, **{**att, "N": n_gate + n_up}),
+               helper.make_node("Split", [f"{name}_out", f"{p}_split"], [gate.output[0], up.output[0]],
+                                name=f"{name}_split", axis=-1)]
+        at = list(graph.node).index(gate)  # the pair's one input is ready there; readers of both come later
+        graph.node.remove(gate)
+        graph.node.remove(up)
+        for j, node in enumerate(new):
+            graph.node.insert(at + j, node)
+        graph.initializer.extend(tensors)
+        done += 1
+    _prune(model)
+    return done
+
+
+def _zp_parts(node, inits: dict):
+    """(weight-name prefix, (levels, fp16 scales, zero points) initializer names) for a zero-point MatMulNBits with
+    fp16 scales, else None."""
+    if node is None or len(node.input) != 4 or not node.input[1].endswith("_Q4"):
+        return None
+    prefix = node.input[1][: -len("_Q4")]
+    names = (node.input[1], f"{node.input[2]}_f16", node.input[3])
+    return (prefix, names) if all(n in inits for n in names) else None
 
 
 def _offset_parts(node, nodes: dict, sums: dict, inits: dict):

@@ -1,14 +1,59 @@
 """int4 ONNX recipes: onnxruntime-genai builder options, onnxruntime's matmul_nbits_quantizer, onnx_iquant.py's
-importance-weighted rounding or onnx_gptq.py's GPTQ into the same layout.
+importance-weighted rounding or onnx_gptq.py's GPTQ, onto integer zero points or Q4_1-style offsets.
 
-Chosen by measurement (benchmarks/onnx_int4.py, 2026-12-04, this CPU, onnxruntime 1.31.1, onnxruntime-genai 0.18.0):
-SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then merge; every row compared with the
-merged model in fp32 transformers on the run's held-out texts + the generic texts (812 positions, compare_logits of
-export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole folder / file incl. tokenizer).
-Two runs: "off the grid" is benchmarks/offgrid_run.py's copy of the run (the same function with every 4-bit block
-moved off the grid by norm / value / up rescalings, as a bf16 release's weights would be; the fair test, see below);
-"on the grid" is the run itself. GGUF Q4_K_M is exported from each with its importance matrix, from the same 32
-calibration rows the ONNX recipes use. One benchmark run per column:
+Chosen by measurement (benchmarks/onnx_int4.py and benchmarks/deploy.py, 2026-12-04, this 2-core CPU, onnxruntime
+1.31.1, onnxruntime-genai 0.18.0): SmolLM2-135M-Instruct, `edgetune train --max-steps 10` on pirate_chat.jsonl then
+merge; every row compared with the merged model in fp32 transformers on the run's held-out texts + the generic texts
+(812 positions, compare_logits of export/verify.py; KLD = mean KL(HF || variant) per position, nats; size = whole
+folder / file incl. tokenizer). Two runs: "off the grid" is benchmarks/offgrid_run.py's copy of the run (the same
+function with every 4-bit block moved off the grid by norm / value / up rescalings, as a bf16 release's weights
+would be; the fair test, see below); "on the grid" is the run itself. GGUF Q4_K_M is exported from each with its
+importance matrix, from the same 32 calibration rows the ONNX recipes use. One benchmark run per column:
+    variant (lm_head int8 shared with the embedding, damp 10%) size MB  off the grid          on the grid
+                                                                     top-1  KLD     worst   top-1  KLD     worst
+    gz4_32_vmu: integer zero points, v_proj + use_more_bits
+      down_proj + first/last up_proj int8 (the default)       104.9   0.916  0.0548  0.89    0.905  0.0408  0.58 <-
+    gz4_32_vm: without those up_proj (llama.cpp's choice)     104.0   0.897  0.0611  0.67    0.906  0.0448  0.65
+      the same with act order (gz4_32_vm_ao)                  104.0   0.884  0.0551  1.07    0.914  0.0428  1.08
+    gz4_32_vmo: gz4_32_vm + edge-eighth o_proj int8           105.2   0.906  0.0596  0.75
+    gz4_ve_b16d: v_proj + edge down_proj int8, other
+      down_proj in blocks of 16                               102.6   0.908  0.0621  0.94
+    gz4_32_v8: v_proj + edge down_proj int8                   101.0   0.892  0.0670  0.78
+      the same with act order (gz4_32_v8_ao)                  101.0   0.853  0.0633  1.25
+    gz4_32_dm: use_more_bits down_proj int8 only              102.4   0.836  0.0920  0.96
+    gz4_32: all 4-bit                                          96.4   0.829  0.1350  1.42
+    g41_32_v8: offsets, v_proj + edge down_proj int8          102.8   0.899  0.0470  0.64    0.948  0.0246  0.86
+    GGUF Q4_K_M (run's importance matrix)                     105.5   0.900  0.0657  0.71    0.878  0.0493  0.53
+Sizes in this table are as the export now writes the folder, tokenizer.json compact (1.6 MB; onnx_genai.py); rows
+measured before that (with the 3.5 MB pretty-printed copy, all but gz4_32_vmu/vmo) are listed 2.0 MB lower than
+printed then. The GGUF file holds its tokenizer in 1.8 MB of metadata, so the weights compare as 103.3 MB (graph +
+data) for gz4_32_vmu against 103.7 MB of GGUF tensors. Tried and dropped: damp 3% (gz4_32_v8: 0.0729) or 30% (act
+order: 0.0671); the 8-bit tensors in blocks of 128 instead of 32 (gz4_32_vm: 105.7 MB with the old tokenizer, KLD
+0.0661: larger int8 blocks cost more than they save); GPTQ's integer grid with o_proj in blocks of 16 too (0.0627).
+Speed and quality in one run (benchmarks/deploy.py RUN --onnx int4 --gguf q4_k_m --recipes gz4_32_vm+decode,
+g41_32_v8+decode --repeats 9 --max-other 0.1, off-grid run, 2 threads, 128 prompt / 64 decode tokens, each recipe
+with onnx_fuse.py's decode layout as the export writes it; decode/Q4_K_M = median and range of the per-round ratios,
+the targets timed back to back in each of the 9 rounds; size here = model.onnx + data only):
+    model                         size MB  top-1  KLD     held-out loss  prompt tok/s  decode tok/s  decode/Q4_K_M
+    int4 (gz4_32_vmu, exported)     103.3  0.916  0.0548  3.1310         715.2         156.6         1.182 (1.09-1.38)
+    gz4_32_vm                       102.5  0.897  0.0611  3.1229         654.9         162.2         1.215 (1.02-1.33)
+    g41_32_v8 (the previous default) 101.2 0.899  0.0470  3.0659         704.9         126.1         1.017 (0.86-1.06)
+    GGUF Q4_K_M                     105.5  0.900  0.0657  3.1362         667.8         138.9         1.000
+    (merged model's held-out loss 3.0561)
+Why gz4_32_vmu is the default: it is the recipe that meets both goals at once, on this CPU: more faithful than GGUF
+Q4_K_M (KLD 17% lower off the grid and on it, top-1 0.916 against 0.900 and 0.905 against 0.878, held-out loss
+lower) at a smaller size, and faster to decode in every paired round (median 1.18x). The offset layout is the more
+faithful one (g41_32_v8: KLD 0.047) but decodes at GGUF's speed (1.02x here, 0.98x in a run before): its offsets
+are one more fp32 MatMul per weight matrix (onnx_fuse.py). Integer zero points put 0 on every block's grid, which
+rounding alone cannot live with (iq4_32: 0.267 off the grid) and GPTQ's error feedback halves (gz4_32: 0.135); the
+8-bit tensors do the rest. Their choice is llama.cpp's for Q4_K_M (every v_proj, down_proj in use_more_bits'
+layers) plus the first and last layer's up_proj, the next buys of benchmarks/int4_sensitivity.py's ranking (its
+worst position, 0.89, is above GGUF's 0.71; gz4_32_vm keeps it lower at a worse mean). In-order GPTQ, not act order:
+act order lowers the mean KLD on this grid but loses top-1 and doubles the worst position. Cost: GPTQ's build is
+~60 s on SmolLM2 (`edgetune export RUN --onnx int4`: 71 s with verification, peak RSS 2.3 GB); at 1B
+benchmarks/onnx_scale.py measures the export (onnx_gptq.py has the numbers, taken with g41_32_v8: the same GPTQ).
+The offset-layout GPTQ recipes (the default before, measured the same way; sizes printed then, with the 3.5 MB
+tokenizer):
     variant (all lm_head int8 shared with the embedding)       size MB   off the grid          on the grid
                                                                         top-1  KLD     worst   top-1  KLD     worst
     GPTQ, damp 10%, v_proj & edge down_proj int8 (g41_32_v8)    104.8   0.899  0.0470  0.64    0.948  0.0246  0.86  <-
@@ -19,7 +64,7 @@ calibration rows the ONNX recipes use. One benchmark run per column:
     GGUF Q4_K_M (run's importance matrix)                       105.5   0.900  0.0657  0.71    0.878  0.0493  0.53
     importance-weighted rounding, v8 (q41_32_v8)                104.8   0.830  0.0891  1.05    0.932  0.0355  1.51
     importance-weighted rounding, all 4-bit (q41_32)            100.3   0.819  0.1255  1.94    0.917  0.0475  2.01
-Why g41_32_v8 is the default: off the grid its KLD is the lowest within GGUF Q4_K_M's size but for its act-order
+Why g41_32_v8 was the default: off the grid its KLD is the lowest within GGUF Q4_K_M's size but for its act-order
 twin (0.0468 against 0.0470, which is worse on the grid and in the worst position); on the grid only GPTQ's usual 1%
 damping is lower (0.0228 against 0.0246, but 0.0673 off the grid). It is 28% below GGUF's KLD off the grid and 50%
 on it, at the same top-1 off the grid (0.899 against 0.900: one position of 812, where one standard error of a
@@ -143,7 +188,8 @@ ORT_RECIPES: dict[str, tuple[str, int, int]] = {
 # name -> (layout, low-rank residual rank[, rule[, GPTQ options]]): export/onnx_iquant.py's importance-weighted 4-bit
 # quantizer (block 32, importance from the run's calibration rows), lm_head int8 block 32 shared with the embedding.
 # "zp": integer zero points; "offset": Q4_1-style fractional offsets (a block-sum MatMul) with fp16 scales on disk;
-# "gptq": the offset layout with GPTQ's error feedback (export/onnx_gptq.py; options: damp, act_order). The rule
+# "gptq": the offset layout with GPTQ's error feedback (export/onnx_gptq.py; options: damp, act_order); "gptq_zp":
+# GPTQ onto integer zero points (MatMulNBits' own layout, no offset MatMuls), fp16 scales on disk. The rule
 # names an onnx_mixed.py choice of MatMuls kept at 8 bits (v_proj split off the fused qkv, some down_proj) or in
 # blocks of 16
 IQ_RECIPES: dict[str, tuple] = {
@@ -159,9 +205,18 @@ IQ_RECIPES: dict[str, tuple] = {
     "g41_32_v8_d001": ("gptq", 0, "v_edges", {"damp": 0.01, "act_order": False}),  # GPTQ's own default damping
     "g41_32": ("gptq", 0, "", {"damp": 0.1, "act_order": False}),
     "g41_32_ao": ("gptq", 0, "", {"damp": 0.1, "act_order": True}),
+    "gz4_32_v8": ("gptq_zp", 0, "v_edges", {"damp": 0.1, "act_order": False}),
+    "gz4_32_v8_ao": ("gptq_zp", 0, "v_edges", {"damp": 0.1, "act_order": True}),
+    "gz4_32": ("gptq_zp", 0, "", {"damp": 0.1, "act_order": False}),
+    "gz4_32_vm": ("gptq_zp", 0, "v_more", {"damp": 0.1, "act_order": False}),
+    "gz4_32_vm_ao": ("gptq_zp", 0, "v_more", {"damp": 0.1, "act_order": True}),
+    "gz4_32_vmu": ("gptq_zp", 0, "v_more_u", {"damp": 0.1, "act_order": False}),
+    "gz4_32_vmo": ("gptq_zp", 0, "v_more_o", {"damp": 0.1, "act_order": False}),
+    "gz4_ve_b16d": ("gptq_zp", 0, "v_edges_b16d", {"damp": 0.1, "act_order": False}),
+    "gz4_32_dm": ("gptq_zp", 0, "d_more", {"damp": 0.1, "act_order": False}),
 }
 RECIPES = list(BUILDER_RECIPES) + list(ORT_RECIPES) + list(IQ_RECIPES)
-DEFAULT_INT4 = "g41_32_v8"  # the docstring has the measurements and why
+DEFAULT_INT4 = "gz4_32_vmu"  # the docstring has the measurements and why
 
 
 def builder_recipe(recipe: str) -> tuple[str, list[str]]:
@@ -191,7 +246,7 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
 
         layout, rank, rule, gptq = (IQ_RECIPES[recipe] + ("", {}))[:4]
         importance, quantize = {}, None
-        if layout != "gptq":
+        if not layout.startswith("gptq"):
             importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
         if layout == "zp":
             onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
@@ -200,10 +255,11 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
         if rule:
             from . import onnx_mixed
 
-            onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
+            if onnx_mixed.splits_v(rule):
+                onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
             wide = onnx_mixed.int8_nodes(model, rule)
             fine = {name: 16 for name in onnx_mixed.block16_nodes(model, rule)}
-        if layout == "gptq":
+        if layout.startswith("gptq"):
             from . import onnx_gptq
 
             if not calibration:
@@ -212,14 +268,20 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
 
             grams = onnx_gptq.Grams(fp32_dir, calibration or [], onnx_gptq.matmul_order(model, set(head + wide)),
                                     onnx_gptq.gram_budget(), lambda text: sink(Note(f"int4 GPTQ: {text}")))
+            grid = "zp" if layout == "gptq_zp" else "offset"
 
             def quantize(activation, weight, block):  # None: no calibration rows, plain rounding
-                gram = grams.get(activation)
-                return None if gram is None else onnx_gptq.quantize_gptq_offset(weight, gram, block, **gptq)
-        onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
-                                          quantize=quantize,
-                                          progress=lambda i, n, name: sink(Progress("onnx int4", i, n, name)))
-        if layout == "gptq":
+                gram = grams.get(activation) if weight.shape[0] % block == 0 else None
+                return None if gram is None else onnx_gptq.quantize_gptq(weight, gram, block, grid=grid,
+                                                                                 **gptq)
+        progress = lambda i, n, name: sink(Progress("onnx int4", i, n, name))  # noqa: E731
+        if layout == "gptq_zp":
+            onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head + wide), progress=progress,
+                                       quantize=quantize, blocks=fine)
+        else:
+            onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
+                                              quantize=quantize, progress=progress)
+        if layout.startswith("gptq"):
             grams.release()
         _finish(model, fp32_dir, out_dir, head + wide, 8, 32)
         model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks

@@ -5,15 +5,16 @@ run's calibration rows; w_j = mean square of input column j says how much an err
 output, and each block of 32 weights (along K) minimizes sum_j w_j sqrt(sigma2 + x_j^2) (x_j - xq_j)^2 (llama.cpp's
 weighting) over a grid of candidate scales, refit by weighted least squares (make_qkx2_quants). Two layouts:
 - quantize_graph: integer zero points packed two per byte (MatMulNBits' fast uint8 path). An integer zero point
-  puts 0 on the grid, so a block's levels cannot sit where its weights are: KLD 0.29 on SmolLM2 (onnx_int4.py).
-- quantize_graph_offset (the int4 default): llama.cpp Q4_1's fractional offset, x = (level - 8) * scale + offset,
+  puts 0 on the grid, so a block's levels cannot sit where its weights are: KLD 0.29 on SmolLM2 rounded this way;
+  with onnx_gptq.py's error feedback it is the int4 default (gz4_32_vm, onnx_int4.py has the numbers).
+- quantize_graph_offset: llama.cpp Q4_1's fractional offset, x = (level - 8) * scale + offset,
   as MatMulNBits without zero points plus blocksum(x) @ offsets, a [K/32, N] MatMul (1/32 of the main one) whose
   matrix onnxruntime builds at load from an int8 per block (the offset in 1/16 of the scale) by constant-folded
   Cast/Reshape/Transpose/Mul. Scales are fp16 on disk (a folded Cast), so a weight costs 4 + 0.5 + 0.25 bits.
   An optional low-rank term (x @ U) @ V (fp16, the importance-weighted top singular vectors of the remaining
   error) adds r * (K + N) halves per MatMul.
-HQQ's fp32 zero points give the same grid but onnxruntime's CPU kernel runs them ~12x slower; this layout decodes
-at the builder k-quant's speed (numbers in onnx_int4.py's docstring).
+HQQ's fp32 zero points give the same grid but onnxruntime's CPU kernel runs them ~12x slower; the offset layout
+decodes at GGUF Q4_K_M's speed, the integer zero points ~1.2x faster (numbers in onnx_int4.py's docstring).
 """
 from __future__ import annotations
 
@@ -145,13 +146,14 @@ def unpack_nibbles(packed: np.ndarray, length: int) -> np.ndarray:
 
 
 def matmul_nbits(name: str, activation: str, output: str, weight_name: str, weight: np.ndarray,
-                 importance: np.ndarray | None, block: int = 32, accuracy_level: int = 4):
+                 importance: np.ndarray | None, block: int = 32, accuracy_level: int = 4,
+                 quantized: tuple | None = None):
     """(MatMulNBits node, its initializers) replacing MatMul(activation, weight) -> output: 4-bit levels with
-    integer zero points packed two per byte."""
+    integer zero points packed two per byte; `quantized`: quantize_blocks' output made elsewhere (onnx_gptq.py)."""
     from onnx import helper, numpy_helper
 
     k, n = weight.shape
-    levels, scales, zps = quantize_blocks(weight, importance, block, 4)
+    levels, scales, zps = quantized or quantize_blocks(weight, importance, block, 4)
     inits = [numpy_helper.from_array(pack_nibbles(levels), f"{weight_name}_Q4"),
              numpy_helper.from_array(scales.reshape(-1), f"{weight_name}_scales"),
              numpy_helper.from_array(pack_nibbles(zps).reshape(-1), f"{weight_name}_zero_points")]
@@ -161,9 +163,12 @@ def matmul_nbits(name: str, activation: str, output: str, weight_name: str, weig
 
 
 def quantize_graph(model, importance: dict[str, np.ndarray], block: int = 32, accuracy_level: int = 4,
-                   skip: set[str] = frozenset(), progress=None) -> int:
-    """Replace every MatMul with a constant 2-D weight (except `skip`) by matmul_nbits' MatMulNBits in place.
-    Returns how many were replaced."""
+                   skip: set[str] = frozenset(), progress=None, quantize=None,
+                   blocks: dict[str, int] | None = None) -> int:
+    """Replace every MatMul with a constant 2-D weight (except `skip`) by matmul_nbits' MatMulNBits in place
+    (`blocks` gives some nodes another block size).
+    `quantize`, if given, is called as quantize(activation name, weight, block) for quantize_blocks' output (GPTQ;
+    None falls back to importance-weighted rounding). Returns how many were replaced."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -172,8 +177,10 @@ def quantize_graph(model, importance: dict[str, np.ndarray], block: int = 32, ac
                and len(inits[n.input[1]].dims) == 2]
     for i, node in enumerate(targets):
         weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        b = (blocks or {}).get(node.name, block)
+        done = quantize(node.input[0], weight, b) if quantize else None
         new, tensors = matmul_nbits(node.name, node.input[0], node.output[0], node.input[1], weight,
-                                    importance.get(node.input[0]), block, accuracy_level)
+                                    importance.get(node.input[0]), b, accuracy_level, done)
         _replace(model, node, [new], tensors, inits)
         if progress:
             progress(i + 1, len(targets), node.name)

@@ -6,7 +6,9 @@ columns off into their own MatMul (qk_proj + v_proj, joined by a Concat) before 
 quantized like lm_head (MatMulNBits bits=8, symmetric, block 32). An int8 weight with fp16 scales costs 8.5 bits
 against the offset layout's 4.75. The other use of bytes: the offset layout in blocks of 16 (a scale and an offset
 per 16 weights, 5.5 bits). Measured in onnx_int4.py's docstring; benchmarks/int4_sensitivity.py ranks single
-tensors (on SmolLM2 v_proj is the best buy per byte, then down_proj of the first and last layer).
+tensors (on SmolLM2 v_proj is the best buy per byte, then down_proj of the first and last layer). With integer zero
+points (onnx_int4's gz4 recipes) the 8-bit tensors are the only bytes the default buys: blocks of 16 decode slower
+(benchmarks/deploy.py, one run: gz4_ve_b16d 1.08x GGUF Q4_K_M's decode speed, gz4_32_vm with int8 down_proj 1.19x).
 """
 from __future__ import annotations
 
@@ -65,8 +67,9 @@ def more_bits_layers(n_layers: int) -> list[int]:
 def block16_nodes(model, rule: str) -> list[str]:
     """Names of the MatMuls a rule quantizes at 4 bits in blocks of 16 instead of 32 (offset layout: 5.5 bits a
     weight): "v8_b16" down_proj and o_proj everywhere, "b16_du" down_proj and up_proj everywhere, "b16_all" every
-    body MatMul (lm_head is skipped by the caller)."""
+    body MatMul (lm_head is skipped by the caller); "v_edges_b16d": down_proj where v_edges leaves it at 4 bits."""
     kinds = {"v8_b16": ("/mlp/down_proj/MatMul", "/attn/o_proj/MatMul"),
+             "v_edges_b16d": ("/mlp/down_proj/MatMul",),
              "b16_du": ("/mlp/down_proj/MatMul", "/mlp/up_proj/MatMul"),
              "b16_all": ("/MatMul",)}.get(rule, ())
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and kinds and n.name.endswith(kinds)]
@@ -74,8 +77,12 @@ def block16_nodes(model, rule: str) -> list[str]:
 
 def int8_nodes(model, rule: str) -> list[str]:
     """Names of the MatMuls a rule puts at 8 bits (after split_v):
-    "v_edges": every v_proj, and down_proj in the first and last eighth of the layers (use_more_bits' first part);
-    "v_more": every v_proj, and down_proj in all of use_more_bits' layers (llama.cpp's Q4_K_M choice)."""
+    "v_edges" (and its _b16 variants): every v_proj, and down_proj in the first and last eighth of the layers
+    (use_more_bits' first part);
+    "v_more": every v_proj, and down_proj in all of use_more_bits' layers (llama.cpp's Q4_K_M choice);
+    "d_more": those down_proj only (v_proj stays 4-bit inside the fused qkv_proj: no split_v, see splits_v);
+    "v_more_u": v_more + up_proj of the first and last layer (the int4 default's rule; int4_sensitivity.py ranks
+    them next); "v_more_o": v_more + o_proj in the first and last eighth."""
     matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
     layers = sorted({int(m.group(1)) for m in map(LAYER.search, matmuls) if m})
     picked = more_bits_layers(len(layers))
@@ -83,10 +90,20 @@ def int8_nodes(model, rule: str) -> list[str]:
         return []
     if rule == "v8_b16":
         return [n for n in matmuls if n.endswith("/attn/v_proj/MatMul")]
-    if rule == "v_edges":
+    if rule.startswith("v_edges"):
         edge = len(layers) // 8
         picked = [i for i in picked if i < edge or i >= 7 * len(layers) // 8]
-    elif rule != "v_more":
+    elif rule not in ("v_more", "d_more", "v_more_u", "v_more_o"):
         raise ValueError(f"unknown int8 rule {rule!r}")
     downs = {f"/model/layers.{i}/mlp/down_proj/MatMul" for i in picked}
-    return [n for n in matmuls if n.endswith("/attn/v_proj/MatMul") or n in downs]
+    if rule == "v_more_u":  # + up_proj of the first and last layer (benchmarks/int4_sensitivity.py's next buys)
+        downs |= {f"/model/layers.{i}/mlp/up_proj/MatMul" for i in (layers[0], layers[-1])}
+    if rule == "v_more_o":  # + o_proj in the first and last eighth
+        downs |= {f"/model/layers.{i}/attn/o_proj/MatMul" for i in picked
+                  if i < len(layers) // 8 or i >= 7 * len(layers) // 8}
+    return [n for n in matmuls if (n.endswith("/attn/v_proj/MatMul") and splits_v(rule)) or n in downs]
+
+
+def splits_v(rule: str) -> bool:
+    """Whether a rule treats v_proj apart from q and k (so split_v must cut it off the fused qkv_proj first)."""
+    return rule != "d_more"

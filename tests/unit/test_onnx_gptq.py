@@ -30,7 +30,24 @@ def test_gptq_beats_rounding_alone_on_the_output():
     gram = x.T @ x / len(x)
     held_out = correlated(k, 512, np.random.default_rng(1))
     alone = onnx_iquant.dequantize_offset(*onnx_iquant.quantize_blocks_offset(w, np.diag(gram)))
-    gptq = onnx_iquant.dequantize_offset(*onnx_gptq.quantize_gptq_offset(w, gram))
+    gptq = onnx_iquant.dequantize_offset(*onnx_gptq.quantize_gptq(w, gram))
+    err_alone = np.linalg.norm(held_out @ (alone - w))
+    err_gptq = np.linalg.norm(held_out @ (gptq - w))
+    assert err_gptq < 0.8 * err_alone, (err_gptq, err_alone)
+
+
+def test_gptq_onto_integer_zero_points_beats_rounding_alone():
+    rng = np.random.default_rng(0)
+    k, n = 128, 48
+    x = correlated(k, 2048, rng)
+    w = rng.standard_normal((k, n)) * 0.05
+    gram = x.T @ x / len(x)
+    held_out = correlated(k, 512, np.random.default_rng(1))
+    alone = onnx_iquant.dequantize(*onnx_iquant.quantize_blocks(w, np.diag(gram)), k)
+    levels, scales, zps = onnx_gptq.quantize_gptq(w, gram, grid="zp")
+    assert zps.dtype == np.uint8 and zps.max() <= 15 and levels.max() <= 15
+    assert (scales.astype(np.float16).astype(np.float32) == scales).all()  # exact after fp16_scales
+    gptq = onnx_iquant.dequantize(levels, scales, zps, k)
     err_alone = np.linalg.norm(held_out @ (alone - w))
     err_gptq = np.linalg.norm(held_out @ (gptq - w))
     assert err_gptq < 0.8 * err_alone, (err_gptq, err_alone)
@@ -41,7 +58,7 @@ def test_output_is_the_offset_layout():
     k, n = 64, 16
     x = correlated(k, 256, rng)
     w = rng.standard_normal((k, n))
-    levels, scales, offsets = onnx_gptq.quantize_gptq_offset(w, x.T @ x / len(x))
+    levels, scales, offsets = onnx_gptq.quantize_gptq(w, x.T @ x / len(x))
     assert levels.shape == (n, 2, 32) and levels.dtype == np.uint8 and levels.max() <= 15
     assert scales.shape == offsets.shape == (n, 2) and offsets.dtype == np.int8
     assert (scales.astype(np.float16).astype(np.float32) == scales).all()  # exact after fp16_scales
@@ -50,7 +67,7 @@ def test_output_is_the_offset_layout():
 
 def test_dead_inputs_are_pinned_not_nan():
     gram = np.diag([1.0, 0.0, 2.0, 0.0] * 8)
-    levels, scales, _ = onnx_gptq.quantize_gptq_offset(np.ones((32, 3)), gram)
+    levels, scales, _ = onnx_gptq.quantize_gptq(np.ones((32, 3)), gram)
     assert np.isfinite(scales).all() and levels.shape == (3, 1, 32)
 
 
@@ -68,8 +85,9 @@ def test_gram_diagonal_is_the_importance(fp32_dir):
         np.testing.assert_allclose(gram, gram.T)
 
 
-def test_recipe_runs_in_onnxruntime_close_to_fp32(fp32_dir):
-    out = onnx_int4.ort_quantize(fp32_dir, fp32_dir.parent / "g41_32_v8", "g41_32_v8", ROWS)
+@pytest.mark.parametrize("recipe", ["g41_32_v8", "gz4_32_v8"])
+def test_recipe_runs_in_onnxruntime_close_to_fp32(fp32_dir, recipe):
+    out = onnx_int4.ort_quantize(fp32_dir, fp32_dir.parent / recipe, recipe, ROWS)
     ref = OnnxModel(fp32_dir).logits(IDS)
     ours = OnnxModel(out).logits(IDS)
     assert ours.shape == ref.shape and np.isfinite(ours).all()
