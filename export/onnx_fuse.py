@@ -72,7 +72,7 @@ def fuse_gate_up(model) -> int:
         up = nodes.get(gate.name.replace(GATE, UP))
         pair = _offset_parts(gate, nodes, sums, inits), _offset_parts(up, nodes, sums, inits) if up else None
         if None in pair or up.input[0] != gate.input[0] or _attrs(gate)["K"] != _attrs(up)["K"] or \
-                {k: v for k, v in _attrs(gate).items() if k != "N"} != {k: v for k, v in _attrs(up).items() if k != "N"}:
+                not _same_but_n(gate, up):
             continue
         (g_sum, g_off, gp), (u_sum, u_off, up_) = pair
         if g_off.input[0] != u_off.input[0]:  # not the same block sums
@@ -105,14 +105,7 @@ def fuse_gate_up(model) -> int:
                helper.make_node("Split", [f"{name}_out", f"{p}_split"], [g_sum.output[0], u_sum.output[0]],
                                 name=f"{name}_split", axis=-1)]
         # in the up projection's Sum's place: everything the pair read is computed by then, the readers come later
-        order = list(graph.node)
-        follower = order[order.index(u_sum) + 1] if order.index(u_sum) + 1 < len(order) else None
-        for old in (gate, up, g_sum, u_sum, g_off, u_off):
-            graph.node.remove(old)
-        at = list(graph.node).index(follower) if follower is not None else len(graph.node)
-        for j, node in enumerate(new):
-            graph.node.insert(at + j, node)
-        graph.initializer.extend(tensors)
+        _splice(graph, [gate, up, g_sum, u_sum, g_off, u_off], new, tensors, after=u_sum)
         done += 1
     _prune(model)
     return done
@@ -133,7 +126,7 @@ def fuse_gate_up_zp(model) -> int:
         up = nodes.get(gate.name.replace(GATE, UP))
         parts = _zp_parts(gate, inits), _zp_parts(up, inits) if up is not None else None
         if None in parts or up.input[0] != gate.input[0] or \
-                {k: v for k, v in _attrs(gate).items() if k != "N"} != {k: v for k, v in _attrs(up).items() if k != "N"}:
+                not _same_but_n(gate, up):
             continue
         att = _attrs(gate)
         n_gate, n_up = att["N"], _attrs(up)["N"]
@@ -148,15 +141,24 @@ def fuse_gate_up_zp(model) -> int:
                                 [f"{name}_out"], name=name, domain=gate.domain, **{**att, "N": n_gate + n_up}),
                helper.make_node("Split", [f"{name}_out", f"{p}_split"], [gate.output[0], up.output[0]],
                                 name=f"{name}_split", axis=-1)]
-        at = list(graph.node).index(gate)  # the pair's one input is ready there; readers of both come later
-        graph.node.remove(gate)
-        graph.node.remove(up)
-        for j, node in enumerate(new):
-            graph.node.insert(at + j, node)
-        graph.initializer.extend(tensors)
+        order = list(graph.node)  # in the gate's place: the pair's one input is ready there, readers come later
+        _splice(graph, [gate, up], new, tensors, after=order[order.index(gate) - 1] if order.index(gate) else None)
         done += 1
     _prune(model)
     return done
+
+
+def _splice(graph, old: list, new: list, tensors: list, after) -> None:
+    """Remove `old` and insert `new` (with their initializers) right after the node `after` (None: at the start)."""
+    order = list(graph.node)
+    at_node = next((n for n in order[order.index(after) + 1:] if n not in old), None) if after is not None else \
+        next((n for n in order if n not in old), None)
+    for node in old:
+        graph.node.remove(node)
+    at = list(graph.node).index(at_node) if at_node is not None else len(graph.node)
+    for j, node in enumerate(new):
+        graph.node.insert(at + j, node)
+    graph.initializer.extend(tensors)
 
 
 def _zp_parts(node, inits: dict):
@@ -179,6 +181,11 @@ def _offset_parts(node, nodes: dict, sums: dict, inits: dict):
     if total is None or off is None or f"{prefix}_offsets" not in inits or f"{prefix}_scales_f16" not in inits:
         return None
     return total, off, prefix
+
+
+def _same_but_n(a, b) -> bool:
+    """Two MatMulNBits with the same attributes but their output width N."""
+    return {k: v for k, v in _attrs(a).items() if k != "N"} == {k: v for k, v in _attrs(b).items() if k != "N"}
 
 
 def _attrs(node) -> dict:

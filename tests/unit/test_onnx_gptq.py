@@ -22,33 +22,28 @@ def correlated(k: int, tokens: int, rng, seed: int = 7) -> np.ndarray:
     return x
 
 
-def test_gptq_beats_rounding_alone_on_the_output():
+def _rounded_alone(w, importance, grid):
+    if grid == "zp":
+        return onnx_iquant.dequantize(*onnx_iquant.quantize_blocks(w, importance), len(w))
+    return onnx_iquant.dequantize_offset(*onnx_iquant.quantize_blocks_offset(w, importance))
+
+
+@pytest.mark.parametrize("grid", ["offset", "zp"])
+def test_gptq_beats_rounding_alone_on_the_output(grid):
     rng = np.random.default_rng(0)
     k, n = 128, 48
     x = correlated(k, 2048, rng)
     w = rng.standard_normal((k, n)) * 0.05
     gram = x.T @ x / len(x)
     held_out = correlated(k, 512, np.random.default_rng(1))
-    alone = onnx_iquant.dequantize_offset(*onnx_iquant.quantize_blocks_offset(w, np.diag(gram)))
-    gptq = onnx_iquant.dequantize_offset(*onnx_gptq.quantize_gptq(w, gram))
-    err_alone = np.linalg.norm(held_out @ (alone - w))
-    err_gptq = np.linalg.norm(held_out @ (gptq - w))
-    assert err_gptq < 0.8 * err_alone, (err_gptq, err_alone)
-
-
-def test_gptq_onto_integer_zero_points_beats_rounding_alone():
-    rng = np.random.default_rng(0)
-    k, n = 128, 48
-    x = correlated(k, 2048, rng)
-    w = rng.standard_normal((k, n)) * 0.05
-    gram = x.T @ x / len(x)
-    held_out = correlated(k, 512, np.random.default_rng(1))
-    alone = onnx_iquant.dequantize(*onnx_iquant.quantize_blocks(w, np.diag(gram)), k)
-    levels, scales, zps = onnx_gptq.quantize_gptq(w, gram, grid="zp")
-    assert zps.dtype == np.uint8 and zps.max() <= 15 and levels.max() <= 15
-    assert (scales.astype(np.float16).astype(np.float32) == scales).all()  # exact after fp16_scales
-    gptq = onnx_iquant.dequantize(levels, scales, zps, k)
-    err_alone = np.linalg.norm(held_out @ (alone - w))
+    levels, scales, points = onnx_gptq.quantize_gptq(w, gram, grid=grid)
+    assert levels.max() <= 15 and (scales.astype(np.float16).astype(np.float32) == scales).all()  # fp16 on disk
+    if grid == "zp":
+        assert points.dtype == np.uint8 and points.max() <= 15
+        gptq = onnx_iquant.dequantize(levels, scales, points, k)
+    else:
+        gptq = onnx_iquant.dequantize_offset(levels, scales, points)
+    err_alone = np.linalg.norm(held_out @ (_rounded_alone(w, np.diag(gram), grid) - w))
     err_gptq = np.linalg.norm(held_out @ (gptq - w))
     assert err_gptq < 0.8 * err_alone, (err_gptq, err_alone)
 
