@@ -239,7 +239,10 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
     # its INFO lines (two per MatMul: a thousand at 1B) would bury edgetune's own progress
     logging.getLogger(mnq.__name__).setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(fp32_dir / "model.onnx"))
+    # the importance / GPTQ recipes read each weight from fp32_dir when its turn comes: at 1B the fp32 weights (~5 GB)
+    # are then not held beside the calibration pass's onnxruntime session and Gram matrices
+    lazy = recipe in IQ_RECIPES
+    model = onnx.load(str(fp32_dir / "model.onnx"), load_external_data=not lazy)
     head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "lm_head" in n.name]
     if recipe in IQ_RECIPES:
         from . import onnx_iquant
@@ -249,14 +252,15 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
         if not layout.startswith("gptq"):
             importance = onnx_iquant.collect_importance(fp32_dir, calibration or [])
         if layout == "zp":
-            onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head))
+            onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head), base_dir=fp32_dir)
+            onnx.external_data_helper.load_external_data_for_model(model, str(fp32_dir))  # what is left
             return _finish(model, fp32_dir, out_dir, head, 8, 32)
         wide, fine = [], {}
         if rule:
             from . import onnx_mixed
 
             if onnx_mixed.splits_v(rule):
-                onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir))
+                onnx_mixed.split_v(model, onnx_mixed.value_width(fp32_dir), fp32_dir)
             wide = onnx_mixed.int8_nodes(model, rule)
             fine = {name: 16 for name in onnx_mixed.block16_nodes(model, rule)}
         if layout.startswith("gptq"):
@@ -272,17 +276,18 @@ def ort_quantize(fp32_dir: Path, out_dir: Path, recipe: str, calibration: list[l
 
             def quantize(activation, weight, block):  # None: no calibration rows, plain rounding
                 gram = grams.get(activation) if weight.shape[0] % block == 0 else None
-                return None if gram is None else onnx_gptq.quantize_gptq(weight, gram, block, grid=grid,
-                                                                                 **gptq)
+                return None if gram is None else onnx_gptq.quantize_gptq(weight, gram, block, grid=grid, **gptq)
         progress = lambda i, n, name: sink(Progress("onnx int4", i, n, name))  # noqa: E731
         if layout == "gptq_zp":
             onnx_iquant.quantize_graph(model, importance, 32, 4, skip=set(head + wide), progress=progress,
-                                       quantize=quantize, blocks=fine)
+                                       quantize=quantize, blocks=fine, base_dir=fp32_dir)
         else:
             onnx_iquant.quantize_graph_offset(model, importance, 32, rank, 4, skip=set(head + wide), blocks=fine,
-                                              quantize=quantize, progress=progress)
+                                              quantize=quantize, progress=progress, base_dir=fp32_dir)
         if layout.startswith("gptq"):
             grams.release()
+        # the rest (embedding, lm_head, the 8-bit MatMuls, norms) for onnxruntime's quantizer and the save
+        onnx.external_data_helper.load_external_data_for_model(model, str(fp32_dir))
         _finish(model, fp32_dir, out_dir, head + wide, 8, 32)
         model = onnx.load(str(out_dir / "model.onnx"))  # after the embedding shares lm_head's blocks
         onnx_iquant.fp16_scales(model)

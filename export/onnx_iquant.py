@@ -164,9 +164,10 @@ def matmul_nbits(name: str, activation: str, output: str, weight_name: str, weig
 
 def quantize_graph(model, importance: dict[str, np.ndarray], block: int = 32, accuracy_level: int = 4,
                    skip: set[str] = frozenset(), progress=None, quantize=None,
-                   blocks: dict[str, int] | None = None) -> int:
+                   blocks: dict[str, int] | None = None, base_dir: Path | None = None) -> int:
     """Replace every MatMul with a constant 2-D weight (except `skip`) by matmul_nbits' MatMulNBits in place
-    (`blocks` gives some nodes another block size).
+    (`blocks` gives some nodes another block size; base_dir: where a model loaded without its external data has it,
+    each weight then read when its turn comes).
     `quantize`, if given, is called as quantize(activation name, weight, block) for quantize_blocks' output (GPTQ;
     None falls back to importance-weighted rounding). Returns how many were replaced."""
     from onnx import numpy_helper
@@ -176,7 +177,7 @@ def quantize_graph(model, importance: dict[str, np.ndarray], block: int = 32, ac
     targets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits and n.name not in skip
                and len(inits[n.input[1]].dims) == 2]
     for i, node in enumerate(targets):
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        weight = numpy_helper.to_array(inits[node.input[1]], str(base_dir or "")).astype(np.float32)
         b = (blocks or {}).get(node.name, block)
         done = quantize(node.input[0], weight, b) if quantize else None
         new, tensors = matmul_nbits(node.name, node.input[0], node.output[0], node.input[1], weight,
@@ -305,10 +306,12 @@ def offset_matmul(name: str, activation: str, output: str, weight_name: str, wei
 
 def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int = 32, rank: int = 0,
                           accuracy_level: int = 4, skip: set[str] = frozenset(), ranks: dict[str, int] | None = None,
-                          progress=None, blocks: dict[str, int] | None = None, quantize=None) -> int:
+                          progress=None, blocks: dict[str, int] | None = None, quantize=None,
+                          base_dir: Path | None = None) -> int:
     """Like quantize_graph with offset_matmul's layout (and its optional low-rank residual, per node via `ranks`;
     `blocks` gives some nodes another block size, e.g. 16: one more scale and offset per 16 weights). `quantize`,
-    if given, is called as quantize(activation name, weight, block) for quantize_blocks_offset's output (GPTQ)."""
+    if given, is called as quantize(activation name, weight, block) for quantize_blocks_offset's output (GPTQ);
+    base_dir as in quantize_graph."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -317,7 +320,7 @@ def quantize_graph_offset(model, importance: dict[str, np.ndarray], block: int =
                and len(inits[nd.input[1]].dims) == 2 and inits[nd.input[1]].dims[0] % block == 0]
     sums: dict[tuple[str, int], str] = {}  # block sums shared by the MatMuls reading one activation at one block
     for i, node in enumerate(targets):
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        weight = numpy_helper.to_array(inits[node.input[1]], str(base_dir or "")).astype(np.float32)
         r = (ranks or {}).get(node.name, rank)
         b = (blocks or {}).get(node.name, block)
         key = (node.input[0], b)

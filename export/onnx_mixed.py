@@ -27,9 +27,9 @@ def value_width(fp32_dir: Path) -> int:
     return int(decoder["num_key_value_heads"]) * int(decoder["head_size"])
 
 
-def split_v(model, v_width: int) -> list[str]:
+def split_v(model, v_width: int, base_dir: Path | None = None) -> list[str]:
     """Replace every fused qkv_proj MatMul by qk_proj and v_proj MatMuls joined by a Concat (same output, in place);
-    returns the v_proj node names."""
+    returns the v_proj node names. base_dir: where the weights are, for a model loaded without its external data."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -37,7 +37,7 @@ def split_v(model, v_width: int) -> list[str]:
     names = []
     for node in [n for n in graph.node if n.op_type == "MatMul" and n.name.endswith("/attn/qkv_proj/MatMul")
                  and n.input[1] in inits]:
-        w = numpy_helper.to_array(inits[node.input[1]])
+        w = numpy_helper.to_array(inits[node.input[1]], str(base_dir or ""))
         if w.ndim != 2 or w.shape[1] <= v_width:
             continue
         qk = numpy_helper.from_array(np.ascontiguousarray(w[:, :-v_width]), f"{node.input[1]}_qk")
