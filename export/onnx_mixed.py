@@ -96,7 +96,7 @@ def int8_nodes(model, rule: str) -> list[str]:
     elif rule not in ("v_more", "d_more", "v_more_u", "v_more_o"):
         raise ValueError(f"unknown int8 rule {rule!r}")
     downs = {f"/model/layers.{i}/mlp/down_proj/MatMul" for i in picked}
-    if rule == "v_more_u":  # + up_proj of the first and last layer (benchmarks/int4_sensitivity.py's next buys)
+    if rule == "v_more_u" and layers:  # + up_proj of the first and last layer (benchmarks/int4_sensitivity.py's next buys)
         downs |= {f"/model/layers.{i}/mlp/up_proj/MatMul" for i in (layers[0], layers[-1])}
     if rule == "v_more_o":  # + o_proj in the first and last eighth
         downs |= {f"/model/layers.{i}/attn/o_proj/MatMul" for i in picked
