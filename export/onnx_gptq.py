@@ -17,12 +17,13 @@ Act order (loudest inputs first, block scales fixed up front) was no better on t
 on the embedded one for the offset grid; on the integer grid it lowers the mean KLD but loses top-1 and doubles the
 worst position (onnx_int4.py has the table).
 Cost: the Gram matrices are collected in passes over the calibration rows that fit 40% of free RAM (Grams); per
-MatMul one Cholesky of H and the row loop. At Llama-3.2-1B shapes (random
-weights, benchmarks/onnx_scale.py, this shared 2-core box) `edgetune export RUN --onnx int4` took 1116 s against
-613 s for the importance-weighted q41_32_v8 in the same run (peak RSS 19.6 against 15.6 GB, the Gram matrices then
-still held while the folder was verified); with them released, 900 s and 17.3 GB (a later run; the peak is now the
-calibration pass: the fp32 graph in memory twice, as the model to quantize and in onnxruntime's session, plus 5 GB
-of Gram matrices).
+MatMul one Cholesky of H and the row loop. At Llama-3.2-1B shapes (random weights, benchmarks/onnx_scale.py, build +
+quantize + verify, this shared 2-core box), the default gz4_32_vmu: 644 s, peak RSS 12.5 GB, with each fp32 weight
+read from the folder when its MatMul is quantized (onnx_int4.ort_quantize); the same code before that change, in the
+same run, 632 s and 16.2 GB, the same folder (975 MB, KLD 0.047). The peak now comes 571 s in (of 644: verifying,
+after quantization), the earlier one 208 s in (quantizing: the fp32 model held beside onnxruntime's fp32 session and
+the Gram matrices, 5 GB at 1B). Earlier, with the offset grid (g41_32_v8): 1116 s / 19.6 GB
+against 613 s / 15.6 GB for importance-weighted rounding in the same run.
 """
 from __future__ import annotations
 
