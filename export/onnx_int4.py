@@ -51,7 +51,7 @@ layers) plus the first and last layer's up_proj, the next buys of benchmarks/int
 worst position, 0.89, is above GGUF's 0.71; gz4_32_vm keeps it lower at a worse mean). In-order GPTQ, not act order:
 act order lowers the mean KLD on this grid but loses top-1 and doubles the worst position. Cost: GPTQ's build is
 ~60 s on SmolLM2 (`edgetune export RUN --onnx int4`: 71 s with verification, peak RSS 2.3 GB); at 1B
-benchmarks/onnx_scale.py measures the export (onnx_gptq.py has the numbers, taken with g41_32_v8: the same GPTQ).
+benchmarks/onnx_scale.py measures the export (644 s, peak RSS 12.5 GB; onnx_gptq.py has the details).
 The offset-layout GPTQ recipes (the default before, measured the same way; sizes printed then, with the 3.5 MB
 tokenizer):
     variant (all lm_head int8 shared with the embedding)       size MB   off the grid          on the grid
