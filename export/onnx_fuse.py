@@ -1,4 +1,4 @@
-"""Decode-speed rewrites of an offset-layout int4 graph (onnx_iquant.quantize_graph_offset + fp16_scales): the same
+"""Decode-speed rewrites of an int4 graph (onnx_iquant's offset or integer-zero-point layout + fp16_scales): the same
 quantized weights, laid out so that onnxruntime's CPU decode (one token, M = 1) streams them faster.
 
 Why (measured on SmolLM2-135M q41_32_v8, 2 threads, this 2-core CPU; benchmarks/deploy.py has the numbers): decode
@@ -15,11 +15,12 @@ them cheaper without touching a weight:
   side by side), one offset MatMul, one Sum, then a Split, instead of two of each: fewer, larger calls. Every output
   column is computed as before (bit-identical logits on its own).
 fuse_gate_up_zp does the same for the integer-zero-point layout (onnx_int4's gz4 recipes), which has no offsets.
-decode_layout(folder) applies them to a model folder in place; edgetune's export does that to the int4 default
-(onnx_export.build_variant). The full-sequence logits stay bit-identical; one-token steps differ by the offsets'
-fp32 rounding, which the int8 activation quantization of the next MatMul can turn into ~1 logit
-(benchmarks/decode_fidelity.py, SmolLM2 q41_32_v8 run, 812 positions fed one token at a time: top-1 0.927 -> 0.921,
-KLD 0.0358 -> 0.0363, worst 1.36 -> 1.44; 2 of 3 greedy verification chat replies unchanged, one differs).
+decode_layout(folder) applies them to a model folder in place; edgetune's export does that to its int4 recipes
+(onnx_export.build_variant). The full-sequence logits stay bit-identical, and so do one-token steps of the default
+(integer zero points: only the gate/up fusion applies; tests/unit/test_onnx_decode.py). In the offset layout,
+one-token steps differ by the offsets' fp32 rounding, which the int8 activation quantization of the next MatMul can
+turn into ~1 logit (benchmarks/decode_fidelity.py, SmolLM2 q41_32_v8 run, 812 positions fed one token at a time:
+top-1 0.927 -> 0.921, KLD 0.0358 -> 0.0363, worst 1.36 -> 1.44; 2 of 3 greedy verification chat replies unchanged).
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def fuse_gate_up(model) -> int:
             numpy_helper.from_array(np.concatenate([_arr(inits, f"{gp}_Q4"), _arr(inits, f"{up_}_Q4")]), f"{p}_Q4"),
             numpy_helper.from_array(np.concatenate([_arr(inits, f"{gp}_scales_f16"), _arr(inits, f"{up_}_scales_f16")]),
                                     f"{p}_scales_f16"),
-            numpy_helper.from_array(np.concatenate([_arr(inits, f"{gp}_offsets"), _arr(inits, f"{up_}_offsets")], axis=1),
-                                    f"{p}_offsets"),
+            numpy_helper.from_array(
+                np.concatenate([_arr(inits, f"{gp}_offsets"), _arr(inits, f"{up_}_offsets")], axis=1), f"{p}_offsets"),
             numpy_helper.from_array(np.asarray([n_gate + n_up, blocks], np.int64), f"{p}_sshape"),
             numpy_helper.from_array(sixteenth.copy(), f"{p}_sixteenth"),
             numpy_helper.from_array(np.asarray([n_gate, n_up], np.int64), f"{p}_split")]

@@ -50,7 +50,7 @@ rounding alone cannot live with (iq4_32: 0.267 off the grid) and GPTQ's error fe
 layers) plus the first and last layer's up_proj, the next buys of benchmarks/int4_sensitivity.py's ranking (its
 worst position, 0.89, is above GGUF's 0.71; gz4_32_vm keeps it lower at a worse mean). In-order GPTQ, not act order:
 act order lowers the mean KLD on this grid but loses top-1 and doubles the worst position. Cost: GPTQ's build is
-~60 s on SmolLM2 (`edgetune export RUN --onnx int4`: 71 s with verification, peak RSS 2.3 GB); at 1B
+~60 s on SmolLM2 (benchmarks/onnx_scale.py, off-grid run: 76 s with verification, peak RSS 1.94 GB); at 1B
 benchmarks/onnx_scale.py measures the export (644 s, peak RSS 12.5 GB; onnx_gptq.py has the details).
 The offset-layout GPTQ recipes (the default before, measured the same way; sizes printed then, with the 3.5 MB
 tokenizer):
